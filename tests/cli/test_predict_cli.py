@@ -1,0 +1,75 @@
+"""The predict script as a user runs it, on a real trained checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import read_image
+
+from tests.helpers import run_predict
+
+pytestmark = pytest.mark.slow
+
+
+def test_predict_writes_grid_singles_and_reconstructions(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = run_predict(
+        "--model",
+        str(trained_run / "checkpoints" / "best.ckpt"),
+        "--n",
+        "10",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    singles = sorted((out / "samples").glob("sample_*.png"))
+    assert len(singles) == 10
+    assert all(read_image(str(p)).shape == (3, 64, 64) for p in singles)
+    grid = read_image(str(out / "samples.png"))
+    assert grid.shape == (3, 2 + 2 * 66, 2 + 8 * 66)
+    assert torch.equal(grid[:, 2:66, 2:66], read_image(str(singles[0])))
+    assert read_image(str(out / "reconstructions.png")).shape[1] == 2 + 4 * 66
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list((runs[0] / "files" / "media" / "images").rglob("*.png"))
+
+
+def test_predict_same_seed_same_files(trained_run: Path, tmp_path: Path) -> None:
+    model = str(trained_run / "checkpoints" / "best.ckpt")
+    for name in ("a", "b"):
+        result = run_predict(
+            "--model",
+            model,
+            "--n",
+            "4",
+            "--seed",
+            "9",
+            "--out",
+            str(tmp_path / name),
+            "--no-wandb",
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "a" / "samples.png").read_bytes() == (
+        tmp_path / "b" / "samples.png"
+    ).read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["missing", "truncated", "text", "tensor"])
+def test_bad_model_is_a_one_line_error(kind: str, trained_run: Path, tmp_path: Path) -> None:
+    path = tmp_path / f"{kind}.ckpt"
+    if kind == "truncated":
+        path.write_bytes((trained_run / "checkpoints" / "best.ckpt").read_bytes()[:5000])
+    elif kind == "text":
+        path.write_text("this is not a checkpoint\n")
+    elif kind == "tensor":
+        torch.save(torch.zeros(3), path)
+    result = run_predict("--model", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()

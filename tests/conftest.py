@@ -1,0 +1,50 @@
+"""Shared fixtures: small real samples of cat faces and one real trained checkpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import FAST_TRAIN_OVERRIDES, bundled_members, run_train
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline_wandb() -> None:
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ.pop("WANDB_API_KEY", None)
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture
+def real_folder(tmp_path: Path) -> Path:
+    """40 distinct real cat faces plus 7 byte-identical copies of 5 of them."""
+    folder = tmp_path / "cats"
+    folder.mkdir()
+    members = bundled_members(40)
+    for name, raw in members:
+        (folder / name).write_bytes(raw)
+    for i, (_, raw) in enumerate(members[:5]):
+        (folder / f"copy_{i}.jpg").write_bytes(raw)
+    for i, (_, raw) in enumerate(members[:2]):
+        (folder / f"copy_again_{i}.jpg").write_bytes(raw)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run folder of a real demo training of a few steps on the bundled sample."""
+    run_dir = tmp_path_factory.mktemp("trained_run")
+    overrides = [
+        o for o in FAST_TRAIN_OVERRIDES if "train_batches" not in o and "max_epochs" not in o
+    ]
+    result = run_train(
+        run_dir,
+        "experiments=demo",
+        *overrides,
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=3",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir

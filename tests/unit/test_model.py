@@ -1,0 +1,98 @@
+import pytest
+import torch
+
+from vae_cats.model import ConvVAE
+
+SMALL = {"latent_dim": 16, "hidden_channels": [8, 16, 16, 32]}
+
+
+@pytest.fixture
+def net() -> ConvVAE:
+    torch.manual_seed(0)
+    return ConvVAE(**SMALL)
+
+
+def test_encode_decode_shapes_and_range(net: ConvVAE) -> None:
+    x = torch.rand(5, 3, 64, 64)
+    mu, logvar = net.encode(x)
+    assert mu.shape == logvar.shape == (5, 16)
+    recon = net.decode(mu)
+    assert recon.shape == x.shape
+    assert recon.min() >= 0 and recon.max() <= 1
+
+
+def test_forward_loss_is_finite_and_gradients_reach_every_parameter(net: ConvVAE) -> None:
+    x = torch.rand(4, 3, 64, 64)
+    loss = net.loss_function(x, net(x), beta=1e-3)
+    assert all(torch.isfinite(part) for part in loss)
+    loss.loss.backward()
+    missing = [
+        n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+    ]
+    assert missing == []
+
+
+def test_loss_is_recon_plus_beta_kl(net: ConvVAE) -> None:
+    x = torch.rand(2, 3, 64, 64)
+    out = net(x)
+    loss = net.loss_function(x, out, beta=0.5)
+    assert loss.loss.item() == pytest.approx(
+        loss.recon_loss.item() + 0.5 * loss.kl.item(), rel=1e-5
+    )
+
+
+def test_residual_variant_has_the_same_interface() -> None:
+    net = ConvVAE(**SMALL, residual=True)
+    assert net(torch.rand(2, 3, 64, 64)).recon.shape == (2, 3, 64, 64)
+
+
+def test_sample_is_reproducible_with_a_generator(net: ConvVAE) -> None:
+    a = net.sample(3, generator=torch.Generator().manual_seed(7))
+    b = net.sample(3, generator=torch.Generator().manual_seed(7))
+    assert a.shape == (3, 3, 64, 64) and torch.equal(a, b)
+
+
+def test_reconstruct_is_deterministic(net: ConvVAE) -> None:
+    x = torch.rand(2, 3, 64, 64)
+    net.eval()
+    assert torch.equal(net.reconstruct(x), net.reconstruct(x))
+
+
+def test_interpolate_ends_at_the_reconstructions(net: ConvVAE) -> None:
+    net.eval()
+    a, b = torch.rand(3, 64, 64), torch.rand(3, 64, 64)
+    path = net.interpolate(a, b, steps=5)
+    assert path.shape == (5, 3, 64, 64)
+    ends = net.reconstruct(torch.stack([a, b]))
+    assert torch.allclose(path[0], ends[0], atol=1e-5) and torch.allclose(
+        path[-1], ends[1], atol=1e-5
+    )
+
+
+def test_interpolate_refuses_fewer_than_two_steps(net: ConvVAE) -> None:
+    with pytest.raises(ValueError, match="steps"):
+        net.interpolate(torch.rand(3, 64, 64), torch.rand(3, 64, 64), steps=1)
+
+
+def test_reparameterize_has_the_posterior_moments() -> None:
+    torch.manual_seed(0)
+    mu = torch.full((200_000, 1), 2.0)
+    logvar = torch.full((200_000, 1), float(torch.log(torch.tensor(0.25))))
+    z = ConvVAE.reparameterize(mu, logvar)
+    assert z.mean().item() == pytest.approx(2.0, abs=0.01)
+    assert z.std().item() == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"latent_dim": -4}, "latent_dim"),
+        ({"beta": -1.0}, "beta"),
+        ({"image_size": 60}, "image_size"),
+        ({"hidden_channels": []}, "hidden_channels"),
+        ({"l1_weight": -0.1}, "l1_weight"),
+    ],
+)
+def test_impossible_settings_are_refused_naming_the_key(kwargs: dict, key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        ConvVAE(**kwargs)

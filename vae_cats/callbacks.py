@@ -1,0 +1,118 @@
+"""Lightning callbacks: picture logging and run lineage in checkpoints."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+from torch import Tensor
+
+from vae_cats.images import make_grid, pairs_grid, save_png
+from vae_cats.lit_module import VAELitModule
+
+log = logging.getLogger(__name__)
+
+
+def _log_image(trainer: pl.Trainer, key: str, grid: Tensor, caption: str) -> None:
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[grid], caption=[caption], step=trainer.global_step)
+
+
+class ImageGridLogger(pl.Callback):
+    """After each validation epoch, pictures of fixed inputs and fixed noise.
+
+    Writes ``<image_dir>/epoch_<NNN>_reconstructions.png`` (rows alternate the first
+    ``num_images`` validation images and their reconstructions ``decode(mu)``) and
+    ``epoch_<NNN>_samples.png`` (the decoding of ``num_images`` fixed N(0, I) codes drawn
+    with ``seed``), and logs both to every W&B logger as ``val/reconstructions`` and
+    ``val/samples``. Runs on global rank 0 only.
+    """
+
+    def __init__(self, image_dir: str, num_images: int = 16, seed: int = 0) -> None:
+        self.image_dir = Path(image_dir)
+        self.num_images = num_images
+        self.seed = seed
+        self._x: Tensor | None = None
+        self._z: Tensor | None = None
+
+    def _fixed_inputs(self, trainer: pl.Trainer, pl_module: VAELitModule) -> tuple[Tensor, Tensor]:
+        if self._x is None or self._z is None:
+            val = trainer.datamodule.splits["val"][: self.num_images]  # type: ignore[attr-defined]
+            self._x = val.float() / 255.0
+            generator = torch.Generator().manual_seed(self.seed)
+            self._z = torch.randn(self.num_images, pl_module.net.latent_dim, generator=generator)
+        return self._x.to(pl_module.device), self._z.to(pl_module.device)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        assert isinstance(pl_module, VAELitModule)
+        x, z = self._fixed_inputs(trainer, pl_module)
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            recon = pl_module.net.reconstruct(x)
+            samples = pl_module.net.decode(z)
+        pl_module.train(was_training)
+        epoch = trainer.current_epoch
+        pairs = pairs_grid(x, recon)
+        sample_grid = make_grid(samples)
+        save_png(pairs, self.image_dir / f"epoch_{epoch:03d}_reconstructions.png")
+        save_png(sample_grid, self.image_dir / f"epoch_{epoch:03d}_samples.png")
+        _log_image(
+            trainer,
+            "val/reconstructions",
+            pairs,
+            f"epoch {epoch}: input rows, reconstruction rows",
+        )
+        _log_image(
+            trainer, "val/samples", sample_grid, f"epoch {epoch}: decoded fixed N(0, I) noise"
+        )
+
+
+class LineageCallback(pl.Callback):
+    """Stores where a checkpoint came from: the resolved config, git commit and data hash.
+
+    Every checkpoint gets ``checkpoint["lineage"] = {"config": ..., "git_commit": ...,
+    "data_hash": ...}``, all plain containers, so it loads with ``weights_only=True``.
+    """
+
+    def __init__(self, lineage: dict[str, Any]) -> None:
+        self.lineage = lineage
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint["lineage"] = self.lineage
+
+
+class BestCheckpointArtifact(pl.Callback):
+    """At the end of fit, logs the best checkpoint to W&B as a ``model`` artifact whose
+    metadata is the run lineage. Works offline: the artifact is staged in the offline run
+    and uploaded by ``wandb sync``."""
+
+    def __init__(self, lineage: dict[str, Any]) -> None:
+        self.lineage = lineage
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        if not best or not trainer.is_global_zero:
+            return
+        import wandb
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                run = logger.experiment
+                artifact = wandb.Artifact(
+                    f"model-{run.id}",
+                    type="model",
+                    metadata={k: v for k, v in self.lineage.items() if k != "config"},
+                )
+                artifact.add_file(best, name="best.ckpt")
+                run.log_artifact(artifact, aliases=["best"])
+                log.info("logged %s to W&B as artifact model-%s", best, run.id)

@@ -1,0 +1,66 @@
+"""Loading a trained VAE from a Lightning checkpoint, safely (weights-only unpickling)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vae_cats.model import ConvVAE
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be used as a vae_cats checkpoint; the message names the file."""
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint dict with ``torch.load(weights_only=True)``: tensors and plain
+    containers only, so a file carrying pickled code is refused, never executed.
+
+    Raises:
+        CheckpointError: If the file is missing, truncated, not a PyTorch file, or carries
+            objects that weights-only loading refuses.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling refused"
+        raise CheckpointError(
+            f"{path}: refused: it carries pickled objects that weights-only loading "
+            f"does not allow ({reason})"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - arbitrary bytes make the unpickler raise anything
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint "
+            f"(truncated or another format: {type(err).__name__})"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(
+            f"{path}: not a vae_cats checkpoint (holds a {type(checkpoint).__name__})"
+        )
+    return checkpoint
+
+
+def load_vae(path: Path) -> tuple[ConvVAE, dict[str, Any]]:
+    """Rebuild the trained ``ConvVAE`` of a training checkpoint, in eval mode on the CPU.
+
+    Returns:
+        The model and the checkpoint's lineage (config, git commit, data hash; empty if absent).
+
+    Raises:
+        CheckpointError: As ``read_checkpoint``, or if the file is not a vae_cats checkpoint.
+    """
+    checkpoint = read_checkpoint(path)
+    if "net_config" not in checkpoint or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path}: not a vae_cats checkpoint (no net_config/state_dict)")
+    net = ConvVAE(**checkpoint["net_config"])
+    state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items()}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError:
+        raise CheckpointError(f"{path}: weights do not match its net_config") from None
+    return net.eval(), checkpoint.get("lineage", {})

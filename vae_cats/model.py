@@ -1,0 +1,281 @@
+"""Convolutional variational autoencoder for 64x64 RGB cat faces.
+
+Plain PyTorch: no Lightning, no logging, no file I/O, so the same module runs in a
+notebook, the training loop, the predict script and an API.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from vae_cats.losses import kl_divergence, ssim_recon_loss
+
+
+class VAEOutput(NamedTuple):
+    """Result of one forward pass; every image tensor is (B, 3, H, W) in [0, 1]."""
+
+    recon: Tensor
+    mu: Tensor
+    logvar: Tensor
+    z: Tensor
+
+
+class VAELoss(NamedTuple):
+    """Negative ELBO-style objective and its parts, each a scalar tensor.
+
+    ``loss = recon_loss + beta * kl``; ``recon_loss`` is unitless (SSIM loss plus the
+    optional L1 term), ``kl`` is in nats per image.
+    """
+
+    loss: Tensor
+    recon_loss: Tensor
+    kl: Tensor
+
+
+class BaseVAE(nn.Module, abc.ABC):
+    """The model interface every VAE of this project implements."""
+
+    latent_dim: int
+    beta: float
+    # Constructor arguments as plain values, enough to rebuild the model from a checkpoint.
+    config: dict[str, Any]
+
+    @abc.abstractmethod
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Map images (B, 3, H, W) in [0, 1] to posterior (mu, logvar), each (B, latent_dim)."""
+
+    @abc.abstractmethod
+    def decode(self, z: Tensor) -> Tensor:
+        """Map latent codes (B, latent_dim) to images (B, 3, H, W) in [0, 1]."""
+
+    @abc.abstractmethod
+    def loss_function(self, x: Tensor, out: VAEOutput, beta: float) -> VAELoss:
+        """Training objective for inputs ``x`` and the forward output ``out``."""
+
+    @staticmethod
+    def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
+        """Draw z ~ N(mu, exp(logvar)) differentiably.
+
+        ``z = mu + eps * exp(0.5 * logvar)`` with ``eps ~ N(0, I)``
+        (Kingma & Welling 2014, Auto-Encoding Variational Bayes, sec. 2.4).
+        """
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def forward(self, x: Tensor) -> VAEOutput:
+        """Encode, sample z from the posterior and decode; no loss, no logging."""
+        mu, logvar = self.encode(x)
+        z = self.reparameterize(mu, logvar)
+        return VAEOutput(self.decode(z), mu, logvar, z)
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """Decode ``num_samples`` codes drawn from the prior N(0, I).
+
+        Args:
+            num_samples: Number of images, >= 1.
+            generator: Optional CPU generator for reproducible noise.
+
+        Returns:
+            Images, shape (num_samples, 3, H, W), values in [0, 1].
+        """
+        z = torch.randn(num_samples, self.latent_dim, generator=generator)
+        return self.decode(z.to(self._device()))
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Deterministic reconstruction ``decode(mu)`` of images (B, 3, H, W) in [0, 1]."""
+        mu, _ = self.encode(x)
+        return self.decode(mu)
+
+    @torch.no_grad()
+    def interpolate(self, a: Tensor, b: Tensor, steps: int) -> Tensor:
+        """Decode ``steps`` codes on the straight line between the posterior means of a and b.
+
+        Args:
+            a: One image, shape (3, H, W), values in [0, 1].
+            b: One image, same shape as a.
+            steps: Number of images including both ends, >= 2.
+
+        Returns:
+            Images, shape (steps, 3, H, W), values in [0, 1]; the first decodes a, the last b.
+
+        Raises:
+            ValueError: If steps < 2 or a and b differ in shape.
+        """
+        if steps < 2:
+            raise ValueError(f"steps must be >= 2, got {steps}")
+        if a.shape != b.shape:
+            raise ValueError(f"a and b differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+        mu, _ = self.encode(torch.stack([a, b]))
+        weights = torch.linspace(0.0, 1.0, steps, device=mu.device).unsqueeze(1)
+        return self.decode((1 - weights) * mu[0] + weights * mu[1])
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    # GroupNorm, unlike BatchNorm, behaves the same in train and eval and for batch size 1.
+    return nn.GroupNorm(min(8, channels), channels)
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with a skip connection; keeps shape (B, C, H, W)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _norm(channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            _norm(channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def _down(c_in: int, c_out: int, residual: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, 4, stride=2, padding=1),
+        _norm(c_out),
+        nn.SiLU(),
+    ]
+    if residual:
+        layers.append(ResidualBlock(c_out))
+    return nn.Sequential(*layers)
+
+
+def _up(c_in: int, c_out: int, residual: bool) -> nn.Sequential:
+    # Nearest upsampling + conv avoids the checkerboard artefacts of transposed convs
+    # (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts").
+    layers: list[nn.Module] = []
+    if residual:
+        layers.append(ResidualBlock(c_in))
+    layers += [
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.Conv2d(c_in, c_out, 3, padding=1),
+        _norm(c_out),
+        nn.SiLU(),
+    ]
+    return nn.Sequential(*layers)
+
+
+class ConvVAE(BaseVAE):
+    """Convolutional VAE: strided-conv encoder, upsample+conv decoder, sigmoid output.
+
+    Each encoder stage halves the image side, so ``image_size`` must be divisible by
+    ``2 ** len(hidden_channels)``.
+
+    Args:
+        latent_dim: Size of z, >= 1.
+        hidden_channels: Channels of the encoder stages (the decoder mirrors them), each >= 1.
+        image_size: Side of the square input images in pixels.
+        beta: Weight of the KL term in the loss, >= 0. The SSIM loss is a mean in [0, 1]
+            while the KL is a sum over latent dimensions in nats, so useful values are
+            small (about 1e-4 to 1e-3).
+        l1_weight: Weight of a per-pixel L1 term added to the SSIM loss, >= 0. SSIM alone
+            is weak on flat colour regions; a little L1 pins colours.
+        residual: Add a residual block to every stage.
+
+    Raises:
+        ValueError: On a non-positive size or a negative weight, naming the argument.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 128,
+        hidden_channels: tuple[int, ...] | list[int] = (32, 64, 128, 256),
+        image_size: int = 64,
+        beta: float = 5e-4,
+        l1_weight: float = 0.0,
+        residual: bool = False,
+    ) -> None:
+        super().__init__()
+        channels = [int(c) for c in hidden_channels]
+        _check_architecture(latent_dim, channels, image_size, beta, l1_weight)
+        self.latent_dim = latent_dim
+        self.beta = beta
+        self.l1_weight = l1_weight
+        self.config = {
+            "latent_dim": latent_dim,
+            "hidden_channels": channels,
+            "image_size": image_size,
+            "beta": beta,
+            "l1_weight": l1_weight,
+            "residual": residual,
+        }
+        self._bottom = (channels[-1], image_size // 2 ** len(channels))
+        bottom_features = channels[-1] * self._bottom[1] ** 2
+
+        stages = [
+            _down(c_in, c_out, residual)
+            for c_in, c_out in zip([3, *channels[:-1]], channels, strict=True)
+        ]
+        self.encoder = nn.Sequential(*stages, nn.Flatten())
+        self.fc_mu = nn.Linear(bottom_features, latent_dim)
+        self.fc_logvar = nn.Linear(bottom_features, latent_dim)
+
+        reversed_channels = channels[::-1]
+        self.decoder_input = nn.Linear(latent_dim, bottom_features)
+        ups = [
+            _up(c_in, c_out, residual)
+            for c_in, c_out in zip(
+                reversed_channels, [*reversed_channels[1:], reversed_channels[-1]], strict=True
+            )
+        ]
+        self.decoder = nn.Sequential(
+            *ups, nn.Conv2d(reversed_channels[-1], 3, 3, padding=1), nn.Sigmoid()
+        )
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior parameters of images x, (B, 3, H, W) in [0, 1].
+
+        Returns:
+            (mu, logvar), each (B, latent_dim); logvar is the natural log of the variance.
+        """
+        features = self.encoder(x)
+        return self.fc_mu(features), self.fc_logvar(features)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Images (B, 3, H, W) in [0, 1] from latent codes z of shape (B, latent_dim)."""
+        channels, side = self._bottom
+        h = self.decoder_input(z).view(-1, channels, side, side)
+        return self.decoder(h)
+
+    def loss_function(self, x: Tensor, out: VAEOutput, beta: float) -> VAELoss:
+        """``recon_loss + beta * kl`` for inputs x (B, 3, H, W) in [0, 1].
+
+        ``recon_loss`` is Kornia's SSIM loss (window 11) plus ``l1_weight`` times the mean
+        absolute error; ``kl`` is KL(q(z|x) || N(0, I)) in nats per image, batch mean.
+        """
+        recon_loss = ssim_recon_loss(out.recon, x)
+        if self.l1_weight > 0:
+            recon_loss = recon_loss + self.l1_weight * (out.recon - x).abs().mean()
+        kl = kl_divergence(out.mu, out.logvar).mean()
+        return VAELoss(recon_loss + beta * kl, recon_loss, kl)
+
+
+def _check_architecture(
+    latent_dim: int, channels: list[int], image_size: int, beta: float, l1_weight: float
+) -> None:
+    if latent_dim < 1:
+        raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+    if not channels or min(channels) < 1:
+        raise ValueError(f"hidden_channels must be a non-empty list of sizes >= 1, got {channels}")
+    stride = 2 ** len(channels)
+    if image_size < stride or image_size % stride:
+        raise ValueError(
+            f"image_size must be a multiple of {stride} (2 ** len(hidden_channels)), "
+            f"got {image_size}"
+        )
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if l1_weight < 0:
+        raise ValueError(f"l1_weight must be >= 0, got {l1_weight}")

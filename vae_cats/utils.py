@@ -1,0 +1,77 @@
+"""Glue for entry points: building callbacks and loggers from config, run lineage, W&B mode."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def wandb_mode() -> str:
+    """W&B mode for this process: ``$WANDB_MODE`` if set, ``online`` when an API key is
+    configured, else ``offline`` (runs land under the run folder; upload with ``wandb sync``)."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def register_resolvers() -> None:
+    """Make ``${wandb_mode:}`` usable in configs; safe to call more than once."""
+    if not OmegaConf.has_resolver("wandb_mode"):
+        OmegaConf.register_new_resolver("wandb_mode", wandb_mode)
+
+
+def git_commit() -> str:
+    """HEAD commit of the project checkout, suffixed ``-dirty`` with uncommitted changes to
+    tracked files; ``unknown`` outside a git checkout."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=PROJECT_DIR, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def run_lineage(cfg: DictConfig, data_hash: str) -> dict[str, Any]:
+    """Plain-dict record of a run: resolved config, git commit and data hash."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return {"config": config, "git_commit": git_commit(), "data_hash": data_hash}
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
+    """Build every ``_target_`` node of the ``callbacks`` config group."""
+    if not cfg:
+        return []
+    return [instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list[Any]:
+    """Build every ``_target_`` node of the ``logger`` config group."""
+    if not cfg:
+        return []
+    return [instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
+
+
+def save_config_file(logger: Any, lineage: dict[str, Any]) -> None:
+    """Put the lineage as ``lineage.yaml`` among a W&B run's files, readable before
+    (and uploaded by) ``wandb sync``; other loggers already store their hyperparameters."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if isinstance(logger, WandbLogger) and logger.experiment.dir:
+        path = Path(logger.experiment.dir) / "lineage.yaml"
+        path.write_text(OmegaConf.to_yaml(OmegaConf.create(lineage)))
