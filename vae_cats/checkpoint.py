@@ -55,6 +55,15 @@ def load_vae(path: Path) -> tuple[ConvVAE, dict[str, Any]]:
         CheckpointError: As ``read_checkpoint``, or if the file is not a vae_cats checkpoint.
     """
     checkpoint = read_checkpoint(path)
+    return vae_from_checkpoint(checkpoint, path), checkpoint.get("lineage", {})
+
+
+def vae_from_checkpoint(checkpoint: dict[str, Any], path: Path) -> ConvVAE:
+    """The ``ConvVAE`` stored in an already read checkpoint dict, in eval mode.
+
+    Raises:
+        CheckpointError: If the dict is not a vae_cats checkpoint; the message names ``path``.
+    """
     if "net_config" not in checkpoint or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a vae_cats checkpoint (no net_config/state_dict)")
     net = ConvVAE(**checkpoint["net_config"])
@@ -63,4 +72,4 @@ def load_vae(path: Path) -> tuple[ConvVAE, dict[str, Any]]:
         net.load_state_dict(state)
     except RuntimeError:
         raise CheckpointError(f"{path}: weights do not match its net_config") from None
-    return net.eval(), checkpoint.get("lineage", {})
+    return net.eval()
