@@ -1,4 +1,7 @@
-"""Writing image tensors as PNG files and grids, exactly and atomically."""
+"""Writing image tensors as PNG files and grids, exactly and atomically.
+
+Plain torch and Pillow (no torchvision), so the slim CPU-only predict image needs neither
+torchvision nor a torchvision build matching its torch."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import os
 from pathlib import Path
 
 import torch
-import torchvision
+from PIL import Image
 from torch import Tensor
 
 
@@ -17,15 +20,25 @@ def to_uint8(images: Tensor) -> Tensor:
 
 
 def make_grid(images: Tensor, nrow: int = 8) -> Tensor:
-    """Tile float images (B, 3, H, W) in [0, 1] into one (3, H', W') image, 2-pixel white gaps."""
-    return torchvision.utils.make_grid(images.detach().cpu(), nrow=nrow, padding=2, pad_value=1.0)
+    """Tile float images (B, 3, H, W) in [0, 1] into one (3, H', W') image, 2-pixel white gaps
+    around every cell, ``min(nrow, B)`` cells per row (the layout of torchvision's make_grid)."""
+    images = images.detach().cpu()
+    count, channels, height, width = images.shape
+    cols = min(nrow, count)
+    rows = -(-count // cols)
+    cell_h, cell_w = height + 2, width + 2
+    grid = torch.ones(channels, 2 + rows * cell_h, 2 + cols * cell_w, dtype=images.dtype)
+    for i, image in enumerate(images):
+        top, left = 2 + (i // cols) * cell_h, 2 + (i % cols) * cell_w
+        grid[:, top : top + height, left : left + width] = image
+    return grid
 
 
 def save_png(image: Tensor, path: Path) -> Path:
     """Write one float image (3, H, W) in [0, 1] as a PNG, atomically (temp file + rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torchvision.io.write_png(to_uint8(image), str(tmp))
+    Image.fromarray(to_uint8(image).permute(1, 2, 0).numpy()).save(tmp, format="PNG")
     os.replace(tmp, path)
     return path
 
