@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR := outputs/demo
 
 .PHONY: install demo train test test-fast lint lock clean
+.PHONY: docs docker docker-predict docker-train docker-run-predict
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +26,8 @@ demo: $(STAMP)  ## train the demo experiment on the bundled sample, then generat
 train: $(STAMP)  ## train experiments=exp1 (full recipe, cats64 when ../shared has it)
 	$(BIN)/python vae_cats/train_model.py experiments=exp1
 
-test: $(STAMP)  ## the whole test suite, real training included
-	$(BIN)/pytest
+test: $(STAMP)  ## the whole test suite, real training included, with coverage of vae_cats/
+	$(BIN)/pytest --cov=vae_cats --cov-report=term-missing --cov-fail-under=90
 
 test-fast: $(STAMP)  ## tests under about 10 s each
 	$(BIN)/pytest -m "not slow"
@@ -35,6 +36,25 @@ lint: $(STAMP)
 	$(BIN)/ruff check vae_cats tests
 	$(BIN)/ruff format --check vae_cats tests
 	$(BIN)/mypy vae_cats
+	$(BIN)/actionlint
+
+docs: $(STAMP)  ## build the mkdocs site into site/ (warnings are errors)
+	$(BIN)/mkdocs build --strict
+
+DOCKER_DIR := outputs/docker
+
+docker: docker-predict docker-train docker-run-predict  ## build both images (buildah), run predict once
+
+docker-predict:  ## build predict:latest (CPU-only torch, slim)
+	bash scripts/container.sh build predict
+
+docker-train:  ## build train:latest (requirements.lock, CUDA torch)
+	bash scripts/container.sh build train
+
+docker-run-predict: $(STAMP) docker-predict  ## run predict:latest once: PNGs in outputs/docker/predict
+	test -f $(DOCKER_DIR)/run/checkpoints/best.ckpt || $(BIN)/python vae_cats/train_model.py \
+		experiments=demo trainer.max_steps=6 trainer.val_check_interval=3 hydra.run.dir=$(DOCKER_DIR)/run
+	bash scripts/container.sh run-predict $(DOCKER_DIR)/run/checkpoints/best.ckpt $(DOCKER_DIR)/predict
 
 lock:  ## re-pin requirements.lock from the current .venv
 	$(BIN)/pip freeze --exclude-editable | grep -v '^vae_cats' > requirements.lock
