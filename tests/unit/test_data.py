@@ -84,9 +84,11 @@ def test_split_assignment_fractions() -> None:
     assert (splits.count("train"), splits.count("val"), splits.count("test")) == (800, 100, 100)
 
 
-def test_bundled_sample_is_1024_distinct_real_faces(tmp_path: Path) -> None:
+def test_bundled_sample_is_1024_distinct_files_of_1022_distinct_photos(tmp_path: Path) -> None:
     manifest = ingest(BUNDLED_SAMPLE, tmp_path / "out")
-    assert len(manifest["images"]) == 1024 and manifest["num_duplicates"] == 0
+    assert manifest["num_files"] == 1024 and manifest["num_duplicates"] == 0
+    # two pairs are the same photo cropped a little differently: one of each pair is kept
+    assert manifest["num_near_duplicates"] == 2 and len(manifest["images"]) == 1022
     assert BUNDLED_SAMPLE.stat().st_size < 6_000_000
 
 
