@@ -7,6 +7,7 @@ DEMO_DIR := outputs/demo
 
 .PHONY: install demo train test test-fast lint lock clean
 .PHONY: docs docker docker-predict docker-train docker-run-predict
+.PHONY: data bench-ingest
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,3 +62,9 @@ lock:  ## re-pin requirements.lock from the current .venv
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache
+
+data: $(STAMP)  ## data/raw/ (tracked by data.dvc): dvc pull if a remote answers, else ../shared cats64, else the bundled sample
+	DVC_NO_ANALYTICS=1 $(BIN)/python scripts/get_data.py
+
+bench-ingest: $(STAMP)  ## hardened ingest of cats64 against a sequential PIL loop: prints a table
+	$(BIN)/python benchmarks/bench_ingest.py --repeat 3
