@@ -35,6 +35,8 @@ class VAELitModule(pl.LightningModule):
         scheduler: Optional partial LR-scheduler constructor taking the optimiser; stepped
             once per epoch.
         kl_warmup_steps: Optimiser steps of the linear KL warm-up, >= 0.
+        channels_last: Run the network on channels-last tensors; oneDNN's convolutions are
+            faster in that layout on CPU, above all under bf16 autocast.
 
     Raises:
         ValueError: If kl_warmup_steps < 0.
@@ -46,6 +48,7 @@ class VAELitModule(pl.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         kl_warmup_steps: int = 0,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if kl_warmup_steps < 0:
@@ -55,6 +58,8 @@ class VAELitModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.kl_warmup_steps = kl_warmup_steps
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)  # type: ignore[call-overload]
 
     def current_beta(self) -> float:
         """KL weight at the current global step, in [0, net.beta]."""
@@ -75,6 +80,7 @@ class VAELitModule(pl.LightningModule):
             )
 
     def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
+        x = x.contiguous(memory_format=self.memory_format)
         beta = self.current_beta()
         loss = self.net.loss_function(x, self.net(x), beta)
         self._log_loss("train", loss, len(x))
@@ -82,9 +88,10 @@ class VAELitModule(pl.LightningModule):
         return loss.loss
 
     def _evaluate(self, stage: str, x: Tensor) -> None:
+        x = x.contiguous(memory_format=self.memory_format)
         loss = self.net.loss_function(x, self.net(x), float(self.net.beta))
         self._log_loss(stage, loss, len(x))
-        recon = self.net.reconstruct(x)
+        recon = self.net.reconstruct(x).float()
         self.log(
             f"{stage}/ssim", ssim(recon, x).mean(), prog_bar=stage == "val", batch_size=len(x)
         )

@@ -14,6 +14,8 @@ from torch import Tensor, nn
 
 from vae_cats.losses import kl_divergence, ssim_recon_loss
 
+RECON_LOSSES = ("ssim", "mse")
+
 
 class VAEOutput(NamedTuple):
     """Result of one forward pass; every image tensor is (B, 3, H, W) in [0, 1]."""
@@ -183,6 +185,8 @@ class ConvVAE(BaseVAE):
         l1_weight: Weight of a per-pixel L1 term added to the SSIM loss, >= 0. SSIM alone
             is weak on flat colour regions; a little L1 pins colours.
         residual: Add a residual block to every stage.
+        recon_loss: ``"ssim"`` (Kornia SSIM loss plus the L1 term) or ``"mse"`` (mean squared
+            error per pixel, the usual recipe of VAE zoos, kept for the baseline).
 
     Raises:
         ValueError: On a non-positive size or a negative weight, naming the argument.
@@ -196,10 +200,14 @@ class ConvVAE(BaseVAE):
         beta: float = 5e-4,
         l1_weight: float = 0.0,
         residual: bool = False,
+        recon_loss: str = "ssim",
     ) -> None:
         super().__init__()
         channels = [int(c) for c in hidden_channels]
         _check_architecture(latent_dim, channels, image_size, beta, l1_weight)
+        if recon_loss not in RECON_LOSSES:
+            raise ValueError(f"recon_loss must be one of {RECON_LOSSES}, got {recon_loss!r}")
+        self.recon_loss = recon_loss
         self.latent_dim = latent_dim
         self.beta = beta
         self.l1_weight = l1_weight
@@ -210,6 +218,7 @@ class ConvVAE(BaseVAE):
             "beta": beta,
             "l1_weight": l1_weight,
             "residual": residual,
+            "recon_loss": recon_loss,
         }
         self._bottom = (channels[-1], image_size // 2 ** len(channels))
         bottom_features = channels[-1] * self._bottom[1] ** 2
@@ -253,12 +262,18 @@ class ConvVAE(BaseVAE):
         """``recon_loss + beta * kl`` for inputs x (B, 3, H, W) in [0, 1].
 
         ``recon_loss`` is Kornia's SSIM loss (window 11) plus ``l1_weight`` times the mean
-        absolute error; ``kl`` is KL(q(z|x) || N(0, I)) in nats per image, batch mean.
+        absolute error (or the mean squared error when ``recon_loss="mse"``); ``kl`` is
+        KL(q(z|x) || N(0, I)) in nats per image, batch mean. Everything is computed in float32,
+        also when the network ran under bf16 autocast.
         """
-        recon_loss = ssim_recon_loss(out.recon, x)
-        if self.l1_weight > 0:
-            recon_loss = recon_loss + self.l1_weight * (out.recon - x).abs().mean()
-        kl = kl_divergence(out.mu, out.logvar).mean()
+        x, recon = x.float(), out.recon.float()
+        if self.recon_loss == "mse":
+            recon_loss = (recon - x).pow(2).mean()
+        else:
+            recon_loss = ssim_recon_loss(recon, x)
+            if self.l1_weight > 0:
+                recon_loss = recon_loss + self.l1_weight * (recon - x).abs().mean()
+        kl = kl_divergence(out.mu.float(), out.logvar.float()).mean()
         return VAELoss(recon_loss + beta * kl, recon_loss, kl)
 
 

@@ -1,10 +1,12 @@
 """Generate cat faces with a trained VAE.
 
-``python vae_cats/predict_model.py --model PATH/TO.ckpt [--n 64] [--seed 0] [--out DIR]``
+``python vae_cats/predict_model.py [--model PATH/TO.ckpt] [--n 64] [--seed 0] [--out DIR]``
 
-Writes ``DIR/samples.png`` (grid), ``DIR/samples/sample_NNN.png`` (one per image) and
+Writes ``DIR/samples.png`` (grid), ``DIR/samples/sample_NNN.png`` (one per image),
 ``DIR/reconstructions.png`` (rows alternate real test images and their reconstructions),
-and logs samples and reconstructions to W&B (offline unless an API key is configured).
+optionally ``DIR/interpolation.png`` and ``DIR/traversal.png``, and logs the pictures to W&B
+(offline unless an API key is configured). Without ``--model`` the model shipped in the
+package is used.
 """
 
 from __future__ import annotations
@@ -19,13 +21,19 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor
 
-from vae_cats.checkpoint import CheckpointError, load_vae
+from vae_cats.checkpoint import CheckpointError, read_checkpoint, vae_from_checkpoint
 from vae_cats.data import CatFacesDataModule
 from vae_cats.images import make_grid, pairs_grid, save_png
 from vae_cats.model import BaseVAE
+from vae_cats.samplers import GaussianMixtureSampler, NormalSampler
 from vae_cats.utils import wandb_mode
 
 log = logging.getLogger(__name__)
+SHIPPED_MODEL = Path(__file__).resolve().parent / "assets" / "cats_vae.ckpt"
+TRAVERSE_DIMS = 8
+TRAVERSE_STEPS = 9
+INTERPOLATE_PAIRS = 4
+INTERPOLATE_STEPS = 8
 
 
 def _positive_int(text: str) -> int:
@@ -37,10 +45,22 @@ def _positive_int(text: str) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="predict_model", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="training checkpoint (.ckpt)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help=f"training checkpoint (.ckpt); default: the shipped model {SHIPPED_MODEL.name}",
+    )
     parser.add_argument("--n", type=_positive_int, default=64, help="number of images to generate")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the N(0, I) noise")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latent noise")
     parser.add_argument("--out", type=Path, default=Path("outputs/predict"), help="output folder")
+    parser.add_argument(
+        "--sampler",
+        choices=["default", "normal", "gmm"],
+        default="default",
+        help="normal: N(0, I); gmm: Gaussian mixture fitted on training latent means; "
+        "default: gmm when the checkpoint carries a fitted mixture, else normal",
+    )
     parser.add_argument(
         "--images",
         default="bundled",
@@ -49,46 +69,87 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--num-recon", type=_positive_int, default=16, help="images to reconstruct"
     )
+    parser.add_argument("--interpolate", action="store_true", help="also write interpolation.png")
+    parser.add_argument("--traverse", action="store_true", help="also write traversal.png")
     parser.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
     return parser.parse_args(argv)
 
 
-def generate(net: BaseVAE, n: int, seed: int) -> Tensor:
-    """Decode n codes of N(0, I) noise drawn with ``seed``: (n, 3, H, W) in [0, 1]."""
-    return net.sample(n, generator=torch.Generator().manual_seed(seed))
-
-
-def test_images(source: str, count: int) -> Tensor:
-    """Up to ``count`` images of the test split of ``source``, float (B, 3, H, W) in [0, 1]."""
+def image_splits(source: str | None, seed: int = 42) -> dict[str, Tensor]:
+    """Train/val/test images of ``source`` (see ``resolve_source``) split with ``seed``, as
+    uint8 tensors (N, 3, H, W), ingested into a temporary folder."""
     with tempfile.TemporaryDirectory() as tmp:
-        datamodule = CatFacesDataModule(source=source, processed_dir=tmp)
+        datamodule = CatFacesDataModule(source=source, processed_dir=tmp, seed=seed)
         datamodule.prepare_data()
-        datamodule.setup("test")
-    return datamodule.splits["test"][:count].float() / 255.0
+        datamodule.setup()
+    return datamodule.splits
 
 
-def write_outputs(samples: Tensor, x: Tensor, recon: Tensor, out: Path) -> dict[str, Path]:
-    """Write the sample grid, the single samples and the reconstruction grid under ``out``."""
-    paths = {
-        "samples": save_png(make_grid(samples), out / "samples.png"),
-        "reconstructions": save_png(pairs_grid(x, recon), out / "reconstructions.png"),
-    }
-    for i, image in enumerate(samples):
-        save_png(image, out / "samples" / f"sample_{i:03d}.png")
-    return paths
+def to_float(images: Tensor) -> Tensor:
+    """uint8 images to float32 in [0, 1]."""
+    return images.float() / 255.0
+
+
+@torch.no_grad()
+def encode_means(net: BaseVAE, images: Tensor, batch_size: int = 256) -> Tensor:
+    """Posterior means (N, latent_dim) of uint8 images (N, 3, H, W)."""
+    return torch.cat(
+        [
+            net.encode(to_float(images[i : i + batch_size]))[0]
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+
+
+def latent_codes(
+    sampler: str,
+    net: BaseVAE,
+    checkpoint: dict[str, Any],
+    n: int,
+    seed: int,
+    train_images: Tensor | None,
+) -> tuple[Tensor, str]:
+    """Codes (n, latent_dim) from the chosen sampler, and a description of where they came from."""
+    if sampler == "default":
+        sampler = "gmm" if "gmm_sampler" in checkpoint else "normal"
+    if sampler == "normal":
+        return NormalSampler(net.latent_dim).sample(n, seed), "N(0, I)"
+    if "gmm_sampler" in checkpoint:
+        mixture = GaussianMixtureSampler.from_state_dict(checkpoint["gmm_sampler"])
+        return mixture.sample(n, seed), "Gaussian mixture stored in the checkpoint"
+    assert train_images is not None
+    mixture = GaussianMixtureSampler().fit(encode_means(net, train_images))
+    return mixture.sample(
+        n, seed
+    ), f"Gaussian mixture fitted on {len(train_images)} training images"
+
+
+@torch.no_grad()
+def interpolation_grid(net: BaseVAE, x: Tensor) -> Tensor:
+    """Rows of ``INTERPOLATE_STEPS`` decodings between consecutive pairs of images in x."""
+    rows = [net.interpolate(x[2 * i], x[2 * i + 1], INTERPOLATE_STEPS) for i in range(len(x) // 2)]
+    return make_grid(torch.cat(rows[:INTERPOLATE_PAIRS]), nrow=INTERPOLATE_STEPS)
+
+
+@torch.no_grad()
+def traversal_grid(net: BaseVAE, x: Tensor) -> Tensor:
+    """One row per latent dimension (the ``TRAVERSE_DIMS`` with the largest spread of means
+    over x): the first image's mean with that dimension swept over [-3, 3]."""
+    mu = net.encode(x)[0]
+    dims = mu.std(dim=0).argsort(descending=True)[:TRAVERSE_DIMS]
+    values = torch.linspace(-3.0, 3.0, TRAVERSE_STEPS)
+    codes = mu[0].repeat(len(dims), TRAVERSE_STEPS, 1)
+    for row, dim in enumerate(dims):
+        codes[row, :, dim] = values
+    return make_grid(net.decode(codes.flatten(0, 1)), nrow=TRAVERSE_STEPS)
 
 
 def log_to_wandb(paths: dict[str, Path], out: Path, config: dict[str, Any]) -> str:
-    """Log the written grids to a W&B run of job type ``predict``; returns the run folder."""
+    """Log the written pictures to a W&B run of job type ``predict``; returns the run folder."""
     import wandb
 
-    run = wandb.init(
-        project="vae_cats",
-        job_type="predict",
-        dir=out,
-        mode=cast(Literal["online", "offline", "disabled"], wandb_mode()),
-        config=config,
-    )
+    mode = cast(Literal["online", "offline", "disabled"], wandb_mode())
+    run = wandb.init(project="vae_cats", job_type="predict", dir=out, mode=mode, config=config)
     run.log({f"predict/{key}": wandb.Image(str(path)) for key, path in paths.items()})
     run.finish()
     return str(Path(run.dir).parent)
@@ -96,22 +157,44 @@ def log_to_wandb(paths: dict[str, Path], out: Path, config: dict[str, Any]) -> s
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    model = args.model or SHIPPED_MODEL
     try:
-        net, lineage = load_vae(args.model)
+        checkpoint = read_checkpoint(model)
+        net = vae_from_checkpoint(checkpoint, model)
     except CheckpointError as err:
         print(f"predict_model: error: {err}", file=sys.stderr)
         return 2
-    samples = generate(net, args.n, args.seed)
-    x = test_images(args.images, args.num_recon)
-    recon = net.reconstruct(x)
-    paths = write_outputs(samples, x, recon, args.out)
-    print(f"{args.n} samples: {paths['samples']} and {args.out / 'samples'}/")
-    print(f"reconstructions: {paths['reconstructions']}")
+    if args.model is None:
+        print(f"using the shipped model {model} (pass --model to use your own)")
+    splits = image_splits(args.images)
+    x = to_float(splits["test"][: args.num_recon])
+    z, origin = latent_codes(args.sampler, net, checkpoint, args.n, args.seed, splits["train"])
+    with torch.no_grad():
+        samples = net.decode(z)
+    paths = {
+        "samples": save_png(make_grid(samples), args.out / "samples.png"),
+        "reconstructions": save_png(
+            pairs_grid(x, net.reconstruct(x)), args.out / "reconstructions.png"
+        ),
+    }
+    for i, image in enumerate(samples):
+        save_png(image, args.out / "samples" / f"sample_{i:03d}.png")
+    if args.interpolate:
+        paths["interpolation"] = save_png(
+            interpolation_grid(net, x), args.out / "interpolation.png"
+        )
+    if args.traverse:
+        paths["traversal"] = save_png(traversal_grid(net, x), args.out / "traversal.png")
+    print(f"{args.n} samples from {origin}: {paths['samples']} and {args.out / 'samples'}/")
+    for key in paths.keys() - {"samples"}:
+        print(f"{key}: {paths[key]}")
     if not args.no_wandb:
+        lineage = checkpoint.get("lineage", {})
         config = {
-            "model": str(args.model),
+            "model": str(model),
             "n": args.n,
             "seed": args.seed,
+            "sampler": origin,
             "git_commit": lineage.get("git_commit"),
             "data_hash": lineage.get("data_hash"),
         }

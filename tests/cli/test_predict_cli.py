@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import torch
 from torchvision.io import read_image
 
 from tests.helpers import run_predict
+from vae_cats.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -73,3 +76,60 @@ def test_bad_model_is_a_one_line_error(kind: str, trained_run: Path, tmp_path: P
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(path) in lines[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_gmm_interpolate_and_traverse(trained_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_predict(
+        "--model",
+        str(trained_run / "checkpoints" / "best.ckpt"),
+        "--n",
+        "8",
+        "--sampler",
+        "gmm",
+        "--interpolate",
+        "--traverse",
+        "--no-wandb",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Gaussian mixture fitted on" in result.stdout
+    assert read_image(str(out / "interpolation.png")).shape == (3, 2 + 4 * 66, 2 + 8 * 66)
+    assert read_image(str(out / "traversal.png")).shape == (3, 2 + 8 * 66, 2 + 9 * 66)
+
+
+def test_package_model_then_predict_uses_its_mixture(trained_run: Path, tmp_path: Path) -> None:
+    slim = tmp_path / "slim.ckpt"
+    package = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vae_cats.package_model",
+            "--model",
+            str(trained_run / "checkpoints" / "best.ckpt"),
+            "--out",
+            str(slim),
+            "--components",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert package.returncode == 0, package.stderr[-3000:]
+    checkpoint = read_checkpoint(slim)
+    assert set(checkpoint) == {"net_config", "state_dict", "lineage", "gmm_sampler"}
+    assert slim.stat().st_size < (trained_run / "checkpoints" / "best.ckpt").stat().st_size
+    result = run_predict(
+        "--model", str(slim), "--n", "4", "--no-wandb", "--out", str(tmp_path / "o")
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Gaussian mixture stored in the checkpoint" in result.stdout
+
+
+def test_predict_without_model_uses_the_shipped_model(tmp_path: Path) -> None:
+    result = run_predict("--n", "4", "--no-wandb", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "using the shipped model" in result.stdout
+    assert len(list((tmp_path / "out" / "samples").glob("*.png"))) == 4
