@@ -67,16 +67,19 @@ size() {
 }
 
 run_predict() {
-    local ckpt out ctr
-    ckpt="$(realpath "$1")"
+    local out models ctr
     out="$(realpath -m "$2")"
+    # The image runs as uid 1000: a readable copy of the checkpoint (training writes 0600
+    # files) in a models folder, and an output folder it may write to.
+    models="$(mktemp -d /tmp/vae-cats-models.XXXXXX)"
+    install -m 0644 "$1" "$models/model.ckpt"
+    chmod 0755 "$models"
     mkdir -p "$out"
-    chmod 0777 "$out"  # the image runs as uid 1000
+    chmod 0777 "$out"
     ctr="$(buildah from predict:latest)"
-    trap 'buildah rm "$ctr" >/dev/null' RETURN
-    buildah run --isolation chroot \
-        -v "$(dirname "$ckpt"):/models:ro" -v "$out:/out" "$ctr" -- \
-        vae-cats-predict --model "/models/$(basename "$ckpt")" --n 16 --out /out
+    trap 'buildah rm "$ctr" >/dev/null; rm -rf "$models"' RETURN
+    buildah run --isolation chroot -v "$models:/models:ro" -v "$out:/out" "$ctr" -- \
+        vae-cats-predict --model /models/model.ckpt --n 16 --out /out
 }
 
 case "${1:-}" in
