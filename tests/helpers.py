@@ -7,6 +7,9 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
 
 from vae_cats.data import BUNDLED_SAMPLE
 
@@ -67,3 +70,19 @@ def run_predict(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[s
     return subprocess.run(
         command, capture_output=True, text=True, timeout=timeout, cwd=PROJECT_DIR
     )
+
+
+class BatchRecorder(pl.Callback):
+    """Test probe: appends a flip-invariant fingerprint (pixel sum) of every training image
+    this process sees to ``<out_dir>/images_rank<global rank>.txt``."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        sums = (batch.double() * 255).round().sum(dim=(1, 2, 3)).long().tolist()
+        with (self.out_dir / f"images_rank{trainer.global_rank}.txt").open("a") as handle:
+            handle.writelines(f"{s}\n" for s in sums)

@@ -1,8 +1,9 @@
-"""Lightning callbacks: picture logging and run lineage in checkpoints."""
+"""Lightning callbacks: picture logging, run lineage in checkpoints, a stop on a NaN loss."""
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,36 @@ class BestCheckpointArtifact(pl.Callback):
                 artifact.add_file(best, name="best.ckpt")
                 run.log_artifact(artifact, aliases=["best"])
                 log.info("logged %s to W&B as artifact model-%s", best, run.id)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the message names the step."""
+
+
+class FiniteLossGuard(pl.Callback):
+    """Stops training at the first NaN or infinite training loss, before its backward pass.
+
+    Raising in ``on_before_backward`` means the bad loss never reaches the weights, and the
+    checkpoint callbacks (which Lightning runs after all others) never save that step, so the
+    last checkpoint on disk holds the last good weights.
+
+    Raises:
+        NonFiniteLossError: Naming the loss value, the global step and the last checkpoint.
+    """
+
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor
+    ) -> None:
+        value = float(loss.detach())
+        if math.isfinite(value):
+            return
+        last = ""
+        for callback in trainer.checkpoint_callbacks:
+            path = getattr(callback, "last_model_path", "") or ""
+            if path and Path(path).is_file():
+                last = path
+        kept = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
+        raise NonFiniteLossError(
+            f"training loss is {value} at global step {trainer.global_step} "
+            f"(epoch {trainer.current_epoch}); stopped before updating the weights; {kept}"
+        )

@@ -1,18 +1,23 @@
-"""The training job behind ``train_model.py``: build everything from config, fit, test."""
+"""The training job behind ``train_model.py``: check and build everything from config, fit,
+test; resume from the run folder's ``last.ckpt`` when asked."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from pytorch_lightning.loggers import WandbLogger
 
-from vae_cats.callbacks import BestCheckpointArtifact, LineageCallback
+from vae_cats import config_check
+from vae_cats.callbacks import BestCheckpointArtifact, FiniteLossGuard, LineageCallback
+from vae_cats.checkpoint import read_checkpoint
 from vae_cats.data import CatFacesDataModule
 from vae_cats.utils import (
-    instantiate_callbacks,
     instantiate_loggers,
     run_lineage,
     save_config_file,
@@ -21,31 +26,113 @@ from vae_cats.utils import (
 log = logging.getLogger(__name__)
 
 
+def checkpoint_to_resume(cfg: DictConfig) -> Path | None:
+    """The checkpoint ``fit`` starts from: ``ckpt_path`` when set; else, with
+    ``resume=true``, ``<checkpoint_dir>/last.ckpt`` if it exists (a first run with
+    ``resume=true`` starts fresh, so a pre-empted job can be requeued with one command).
+
+    The file is read weights-only first, so a bad or malicious file stops the run here.
+
+    Raises:
+        CheckpointError: If the checkpoint is missing, unreadable or carries pickled objects.
+    """
+    if cfg.get("ckpt_path"):
+        path = Path(cfg.ckpt_path)
+    elif cfg.get("resume"):
+        path = Path(cfg.checkpoint_dir) / "last.ckpt"
+        if not path.exists():
+            log.info("resume=true but %s does not exist yet: starting fresh", path)
+            return None
+    else:
+        return None
+    checkpoint = read_checkpoint(path)
+    log.info("resuming from %s (global step %s)", path, checkpoint.get("global_step"))
+    return path
+
+
+def _build_module(cfg: DictConfig) -> pl.LightningModule:
+    net = config_check.build(cfg.model, "model")
+    module = config_check.build(cfg.lit_module, "lit_module", net=net)
+    # Build the optimiser and scheduler once now, so their own checks (a negative lr, ...)
+    # fail before any data is read or any step is taken.
+    optimizer = instantiate(cfg.lit_module.optimizer)
+    probe = [torch.nn.Parameter(torch.zeros(1))]
+    config_check.call(cfg.lit_module.optimizer, "lit_module.optimizer", optimizer, params=probe)
+    if cfg.lit_module.get("scheduler") is not None:
+        config_check.call(
+            cfg.lit_module.scheduler, "lit_module.scheduler", module.configure_optimizers
+        )
+    return module
+
+
+def _finish_wandb(loggers: list[Any], exit_code: int) -> None:
+    # Sweeps run many jobs in one process: each job's W&B run must end with its job.
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            finish = getattr(logger._experiment, "finish", None)
+            if callable(finish):
+                finish(exit_code=exit_code)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the configured VAE and score its best checkpoint on the test split.
 
     Returns:
-        ``best_model_path``, ``data_hash`` and every final metric (floats), test metrics
-        included when ``cfg.test`` is true.
+        ``best_model_path``, ``data_hash``, ``global_step`` and every final metric (floats),
+        test metrics included when ``cfg.test`` is true.
+
+    Raises:
+        ConfigError: A config value of the wrong type or an impossible value, before training.
+        CheckpointError: An unusable checkpoint to resume from, before training.
+        NonFiniteLossError: The training loss became NaN or infinite.
     """
+    config_check.check_root(cfg)
+    for group in ("trainer", "data", "model", "lit_module", "callbacks", "logger"):
+        if cfg.get(group) is not None:
+            config_check.check_types(cfg[group], group)
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule: CatFacesDataModule = instantiate(cfg.data)
+    ckpt_path = checkpoint_to_resume(cfg)
+    module = _build_module(cfg)
+    datamodule: CatFacesDataModule = config_check.build(cfg.data, "data")
     datamodule.prepare_data()
     lineage = run_lineage(cfg, datamodule.manifest["data_hash"])
 
-    module = instantiate(cfg.lit_module, net=instantiate(cfg.model))
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    callbacks += [LineageCallback(lineage), BestCheckpointArtifact(lineage)]
+    callbacks = [
+        config_check.build(node, f"callbacks.{name}")
+        for name, node in (cfg.get("callbacks") or {}).items()
+        if node is not None and "_target_" in node
+    ]
+    callbacks += [FiniteLossGuard(), LineageCallback(lineage), BestCheckpointArtifact(lineage)]
     loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = config_check.build(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers
+    )
     for logger in loggers:
         logger.log_hyperparams(lineage)
         save_config_file(logger, lineage)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if cfg.get("test"):
-        for results in trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False):
-            metrics.update(results)
-    return {"best_model_path": best, "data_hash": lineage["data_hash"], **metrics}
+    exit_code = 1
+    try:
+        trainer.fit(
+            module,
+            datamodule=datamodule,
+            ckpt_path=str(ckpt_path) if ckpt_path else None,
+            weights_only=True,
+        )
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if cfg.get("test"):
+            results = trainer.test(
+                module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+            )
+            for result in results:
+                metrics.update(result)
+        exit_code = 0
+    finally:
+        _finish_wandb(loggers, exit_code)
+    return {
+        "best_model_path": best,
+        "data_hash": lineage["data_hash"],
+        "global_step": trainer.global_step,
+        **metrics,
+    }

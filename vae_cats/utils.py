@@ -10,6 +10,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,32 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
 
 
+@rank_zero_only
 def save_config_file(logger: Any, lineage: dict[str, Any]) -> None:
     """Put the lineage as ``lineage.yaml`` among a W&B run's files, readable before
-    (and uploaded by) ``wandb sync``; other loggers already store their hyperparameters."""
+    (and uploaded by) ``wandb sync``; other loggers already store their hyperparameters.
+    Global rank 0 only: on other DDP ranks the W&B experiment is a placeholder."""
     from pytorch_lightning.loggers import WandbLogger
 
     if isinstance(logger, WandbLogger) and logger.experiment.dir:
         path = Path(logger.experiment.dir) / "lineage.yaml"
         path.write_text(OmegaConf.to_yaml(OmegaConf.create(lineage)))
+
+
+@rank_zero_only
+def save_job_result(status: str, value: float | None, message: str) -> None:
+    """Write ``result.yaml`` (status, the job's overrides, val/ssim, error message) into the
+    Hydra job's output folder, atomically: one file per run or sweep trial, failed ones too."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    record = {
+        "status": status,
+        "overrides": list(hydra_cfg.overrides.task),
+        "val/ssim": value,
+        "message": message,
+    }
+    path = Path(hydra_cfg.runtime.output_dir) / "result.yaml"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(record)))
+    tmp.replace(path)

@@ -1,0 +1,187 @@
+"""Faults as a user meets them: bad config, a NaN loss, a malicious checkpoint, a write
+that dies half-way. Real subprocesses, a real pickle payload, a real SIGKILL."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import FAST_TRAIN_OVERRIDES, PROJECT_DIR, run_predict, run_train
+from vae_cats.checkpoint import CheckpointError, load_vae, read_checkpoint
+from vae_cats.checkpoint_io import AtomicCheckpointIO
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == errors[0]
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.latent_dim=-3", "model.latent_dim"),
+        ("model.latent_dim=abc", "model.latent_dim"),
+        ("model.beta=-0.1", "model.beta"),
+        ("data.image_size=60", "model.image_size"),
+        ("lit_module.optimizer.lr=-1", "lit_module.optimizer.lr"),
+        ("lit_module.kl_warmup_steps=-5", "lit_module.kl_warmup_steps"),
+        ("+model.latnt_dim=3", "model.latnt_dim"),
+        ("trainer.max_epochs=many", "trainer.max_epochs"),
+        ("seed=abc", "seed"),
+    ],
+)
+def test_bad_config_is_refused_before_training_naming_the_key(
+    override: str, key: str, tmp_path: Path
+) -> None:
+    result = run_train(tmp_path, *FAST_TRAIN_OVERRIDES, override, timeout=300)
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert f"error: {key}:" in line
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "wandb").exists()
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path,
+) -> None:
+    result = run_train(
+        tmp_path,
+        *[o for o in FAST_TRAIN_OVERRIDES if "limit_train_batches" not in o],
+        "trainer.limit_train_batches=12",
+        "lit_module.optimizer.lr=1e6",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
+        "logger=csv",
+    )
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert "training loss is nan" in line or "training loss is inf" in line
+    step = int(line.split("at global step ")[1].split()[0])
+    checkpoint = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert str(tmp_path / "checkpoints" / "last.ckpt") in line
+    assert checkpoint["global_step"] == step  # the last step whose loss was finite
+    net, _ = load_vae(tmp_path / "checkpoints" / "last.ckpt")
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+class WritesMarker:
+    """Unpickling this object opens (so creates) the file at ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.path), "w"))
+
+
+@pytest.fixture
+def malicious_ckpt(tmp_path: Path) -> tuple[Path, Path]:
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "global_step": 0, "payload": WritesMarker(marker)}, path)
+    with zipfile.ZipFile(path) as archive:  # a real pickle that calls open() on load
+        assert any(b"open" in archive.read(n) for n in archive.namelist() if n.endswith(".pkl"))
+    assert not marker.exists()
+    return path, marker
+
+
+def test_malicious_checkpoint_is_refused_by_predict(
+    malicious_ckpt: tuple[Path, Path], tmp_path: Path
+) -> None:
+    path, marker = malicious_ckpt
+    result = run_predict("--model", str(path), "--out", str(tmp_path / "out"), "--no-wandb")
+    assert result.returncode != 0
+    assert str(path) in one_error_line(result)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("how", ["ckpt_path", "resume"])
+def test_malicious_checkpoint_is_refused_by_resume(
+    how: str, malicious_ckpt: tuple[Path, Path], tmp_path: Path
+) -> None:
+    path, marker = malicious_ckpt
+    run_dir = tmp_path / "run"
+    if how == "resume":
+        (run_dir / "checkpoints").mkdir(parents=True)
+        path = path.rename(run_dir / "checkpoints" / "last.ckpt")
+        args = ["resume=true"]
+    else:
+        args = [f"ckpt_path={path}"]
+    result = run_train(run_dir, *FAST_TRAIN_OVERRIDES, "logger=csv", *args, timeout=300)
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert str(path) in line and "refused" in line
+    assert not marker.exists()
+    with pytest.raises(CheckpointError):  # Lightning's own load path goes through the plugin
+        AtomicCheckpointIO().load_checkpoint(path)
+    assert not marker.exists()
+
+
+class FailsHalfWay:
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        raise OSError("disk full")
+
+
+def test_failing_write_leaves_the_previous_checkpoint_intact(tmp_path: Path) -> None:
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "w": torch.ones(1000)}, path)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"global_step": 2, "w": torch.zeros(10**6), "x": FailsHalfWay()}, path)
+    checkpoint = io.load_checkpoint(path)
+    assert checkpoint["global_step"] == 1 and torch.equal(checkpoint["w"], torch.ones(1000))
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, torch
+    from pathlib import Path
+    from vae_cats.checkpoint_io import AtomicCheckpointIO
+    io, path = AtomicCheckpointIO(), Path(sys.argv[1])
+    step = 0
+    while True:
+        step += 1
+        io.save_checkpoint({"global_step": step, "w": torch.full((4_000_000,), float(step))}, path)
+        print(step, flush=True)
+    """
+)
+
+
+def test_sigkill_during_writes_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "last.ckpt"
+    process = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        cwd=PROJECT_DIR,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    for _ in range(3):  # at least three whole checkpoints written, then kill mid-stream
+        process.stdout.readline()
+    time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    checkpoint = read_checkpoint(path)
+    step = checkpoint["global_step"]
+    assert step >= 3 and torch.equal(checkpoint["w"], torch.full((4_000_000,), float(step)))
+    assert not math.isnan(float(checkpoint["w"][0]))
+
+
+def test_pickle_payload_really_writes_when_loaded_unsafely(tmp_path: Path) -> None:
+    """The fixture's file is a real exploit: full unpickling does create the marker."""
+    marker = tmp_path / "marker"
+    pickle.loads(pickle.dumps(WritesMarker(marker))).close()
+    assert marker.exists()
