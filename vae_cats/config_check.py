@@ -68,7 +68,10 @@ def check_types(node: DictConfig, key: str) -> None:
         ConfigError: Naming the full key, the expected type and the value found.
     """
     if "_target_" in node:
-        target = get_method(node._target_)
+        try:
+            target = get_method(node._target_)
+        except ImportError:
+            raise ConfigError(f"{key}._target_: cannot import {node._target_}") from None
         call: Callable[..., Any] = target.__init__ if inspect.isclass(target) else target
         signature = inspect.signature(call)
         takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
