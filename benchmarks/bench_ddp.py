@@ -1,8 +1,8 @@
 """Training throughput on CPU: one process vs DDP with 2 processes (gloo), same config.
 
 ``python benchmarks/bench_ddp.py [--steps 30] [--batch-size 32]`` runs real training as
-subprocesses and prints a table; each process times its own optimiser steps with the
-``trainer.max_steps`` run's wall clock minus start-up (read from the Lightning step log).
+subprocesses and prints a table. Each setup runs twice, 1 step and steps + 1 steps; the
+difference of the two wall clocks is the time of ``steps`` optimiser steps without start-up.
 """
 
 from __future__ import annotations
@@ -60,12 +60,12 @@ def main() -> None:
         out = Path(tmp)
         # Warm-up: ingest the bundled sample once so neither timed run pays for it.
         run("warmup", 1, args.batch_size, ["trainer.devices=1"], out)
-        for label, extra, processes in [
-            ("1 process", ["trainer.devices=1"], 1),
-            ("DDP 2 processes (gloo)", ["trainer.strategy=ddp", "trainer.devices=2"], 2),
+        for name, label, extra, processes in [
+            ("single", "1 process", ["trainer.devices=1"], 1),
+            ("ddp2", "DDP 2 processes (gloo)", ["trainer.strategy=ddp", "trainer.devices=2"], 2),
         ]:
-            short, _ = run(label.replace(" ", "_") + "_short", 1, args.batch_size, extra, out)
-            full, _ = run(label.replace(" ", "_"), args.steps + 1, args.batch_size, extra, out)
+            short, _ = run(f"{name}_short", 1, args.batch_size, extra, out)
+            full, _ = run(name, args.steps + 1, args.batch_size, extra, out)
             seconds = max(full - short, 1e-9)  # the start-up cost cancels out
             images = args.steps * args.batch_size * processes
             rows.append((label, args.steps, seconds, images / seconds))
