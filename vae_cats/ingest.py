@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import io
 import json
 import logging
@@ -400,6 +401,12 @@ def decode_with_pillow(raw: bytes, max_pixels: int = MAX_PIXELS) -> Tensor:
     return torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
+def has_torchvision() -> bool:
+    """Whether the libjpeg-turbo fast path is available; the slim predict image has no
+    torchvision, and Pillow decodes everything there."""
+    return importlib.util.find_spec("torchvision") is not None
+
+
 def _decode_jpegs(raws: list[bytes]) -> list[Tensor | str]:
     """libjpeg-turbo decode of each JPEG to RGB (3, H, W); an error message where it fails."""
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -462,6 +469,8 @@ def decode_many(
             jpeg_index.append(i)
         except Rejected as err:
             results[i] = err
+    if not has_torchvision():
+        jpeg_index = []
     workers = workers or min(8, os.cpu_count() or 1)
     chunks = [jpeg_index[k::workers] for k in range(workers)]
     with warnings.catch_warnings():

@@ -343,3 +343,16 @@ def test_cli_bad_source_is_a_one_line_error_and_exit_2(tmp_path: Path, kind: str
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(source) in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_pillow_path_decodes_like_the_torchvision_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.helpers import bundled_members
+    from vae_cats import ingest
+
+    raws = [raw for _, raw in bundled_members(8)]
+    fast = ingest.decode_many(raws)
+    monkeypatch.setattr(ingest, "has_torchvision", lambda: False)
+    slow = ingest.decode_many(raws)
+    for a, b in zip(fast, slow, strict=True):
+        assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+        assert (a.int() - b.int()).abs().max() <= 3
