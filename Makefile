@@ -7,7 +7,7 @@ DEMO_DIR := outputs/demo
 
 .PHONY: install demo train test test-fast lint lock clean
 .PHONY: docs docker docker-predict docker-train docker-run-predict
-.PHONY: data bench-ingest
+.PHONY: data bench bench-ingest
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ install: $(STAMP)  ## create .venv from the lock file
 demo: $(STAMP)  ## train the demo experiment on the bundled sample, then generate cats
 	rm -rf $(DEMO_DIR)
 	$(BIN)/python vae_cats/train_model.py experiments=demo hydra.run.dir=$(DEMO_DIR)
-	$(BIN)/python vae_cats/predict_model.py --model $(DEMO_DIR)/checkpoints/best.ckpt --out $(DEMO_DIR)/predict
+	$(BIN)/python vae_cats/predict_model.py --model $(DEMO_DIR)/checkpoints/best.ckpt --sampler gmm --interpolate --out $(DEMO_DIR)/predict
 	@echo "training pictures per epoch: $(DEMO_DIR)/images/"
 
 train: $(STAMP)  ## train experiments=exp1 (full recipe, cats64 when ../shared has it)
@@ -65,6 +65,10 @@ clean:
 
 data: $(STAMP)  ## data/raw/ (tracked by data.dvc): dvc pull if a remote answers, else ../shared cats64, else the bundled sample
 	DVC_NO_ANALYTICS=1 $(BIN)/python scripts/get_data.py
+
+BENCH_RUNS ?= shipped=vae_cats/assets/cats_vae.ckpt
+bench: $(STAMP)  ## score checkpoints on the cats64 test split: make bench BENCH_RUNS="exp1=PATH/best.ckpt baseline=PATH/best.ckpt"
+	$(BIN)/python benchmarks/bench_model.py $(addprefix --run ,$(BENCH_RUNS))
 
 bench-ingest: $(STAMP)  ## hardened ingest of cats64 against a sequential PIL loop: prints a table
 	$(BIN)/python benchmarks/bench_ingest.py --repeat 3

@@ -105,11 +105,14 @@ def matmul_flops(dtype: torch.dtype) -> float:
     return 2 * 2048**3 * reps / (time.perf_counter() - start)
 
 
-def speed_figures(config: dict[str, Any], datamodule: CatFacesDataModule) -> dict[str, float]:
+def speed_figures(
+    config: dict[str, Any], datamodule: CatFacesDataModule, out: Path
+) -> dict[str, float]:
     cfg = OmegaConf.create(config)
     module = instantiate(cfg.lit_module, net=instantiate(cfg.model))
     precision = str(cfg.trainer.precision)
-    profiler = SimpleProfiler()
+    # The profiler's own report goes to a file; this script prints the figures it needs.
+    profiler = SimpleProfiler(dirpath=out, filename="profiler")
     datamodule.batch_size = int(cfg.data.batch_size)
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -182,8 +185,7 @@ def bench_run(name: str, path: Path, datamodule: CatFacesDataModule, out: Path) 
             row[f"{key}_{sampler_name}"] = value
     row["predict_ms"] = predict_latency_ms(net)
     if "config" in lineage:
-        row.update(speed_figures(lineage["config"], datamodule))
-        row["train_minutes"] = lineage.get("train_minutes")
+        row.update(speed_figures(lineage["config"], datamodule, out))
     return row
 
 
