@@ -133,3 +133,12 @@ def test_predict_without_model_uses_the_shipped_model(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "using the shipped model" in result.stdout
     assert len(list((tmp_path / "out" / "samples").glob("*.png"))) == 4
+
+
+def test_shipped_model_is_small_and_carries_its_sampler_and_lineage() -> None:
+    from vae_cats.predict_model import SHIPPED_MODEL
+
+    assert SHIPPED_MODEL.stat().st_size <= 15_000_000
+    checkpoint = read_checkpoint(SHIPPED_MODEL)
+    assert "gmm_sampler" in checkpoint
+    assert {"config", "git_commit", "data_hash"} <= set(checkpoint["lineage"])
