@@ -28,17 +28,19 @@ def slim_checkpoint(
     checkpoint: dict[str, Any], path: Path, source: str | None, seed: int, components: int
 ) -> dict[str, Any]:
     """Inference-only checkpoint dict with a ``gmm_sampler`` fitted on the training split of
-    ``source`` (split ``seed``); all tensors stored as float16."""
+    ``source`` (split ``seed``); network weights stored as float16."""
     net = vae_from_checkpoint(checkpoint, path)
     means = encode_means(net, image_splits(source, seed)["train"])
     mixture = GaussianMixtureSampler(n_components=components).fit(means)
-    # float16 storage halves the file (the package ships it); loading casts back to float32,
-    # and the network trained under bf16 autocast, which is coarser than float16.
+    # float16 weights halve the file (the package ships it); loading casts back to float32,
+    # and the network trained under bf16 autocast, which is coarser than float16. The mixture
+    # stays float64, as scikit-learn fitted it: rounding would break the covariances'
+    # positive-definiteness that sampling checks.
     return {
         "net_config": checkpoint["net_config"],
         "state_dict": {k: v.half() for k, v in net.state_dict().items()},
         "lineage": checkpoint.get("lineage", {}),
-        "gmm_sampler": {k: v.half() for k, v in mixture.state_dict().items()},
+        "gmm_sampler": mixture.state_dict(),
     }
 
 
