@@ -4,7 +4,7 @@
 
 Scores every checkpoint on the deduplicated cats64 test split (the split of seed 42, the
 one every experiment trains against) and prints one table; writes ``reports/benchmark.json``,
-``reports/benchmark.md`` and sample grids ``reports/samples_<run>_<sampler>.png``.
+``reports/benchmark_table.md`` and sample grids ``reports/samples_<run>_<sampler>.png``.
 
 Figures (definitions from issue 5):
 - ssim / psnr: Kornia SSIM (window 11) and PSNR (dB) of decode(mu) against the test images;
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -180,7 +181,8 @@ def bench_run(name: str, path: Path, datamodule: CatFacesDataModule, out: Path) 
     for sampler_name, sampler in samplers.items():
         with torch.no_grad():
             samples = net.decode(sampler.sample(NUM_SAMPLES, seed=0)).float()
-        save_png(make_grid(samples[:64]), out / f"samples_{name}_{sampler_name}.png")
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+        save_png(make_grid(samples[:64]), out / f"samples_{slug}_{sampler_name}.png")
         for key, value in sample_figures(samples, test).items():
             row[f"{key}_{sampler_name}"] = value
     row["predict_ms"] = predict_latency_ms(net)
