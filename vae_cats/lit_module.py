@@ -89,9 +89,11 @@ class VAELitModule(pl.LightningModule):
 
     def _evaluate(self, stage: str, x: Tensor) -> None:
         x = x.contiguous(memory_format=self.memory_format)
-        loss = self.net.loss_function(x, self.net(x), float(self.net.beta))
+        out = self.net(x)
+        loss = self.net.loss_function(x, out, float(self.net.beta))
         self._log_loss(stage, loss, len(x))
-        recon = self.net.reconstruct(x).float()
+        # The deterministic reconstruction decode(mu), from the encoding already computed.
+        recon = self.net.decode(out.mu).float()
         self.log(
             f"{stage}/ssim", ssim(recon, x).mean(), prog_bar=stage == "val", batch_size=len(x)
         )

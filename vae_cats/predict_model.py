@@ -107,7 +107,7 @@ def latent_codes(
     checkpoint: dict[str, Any],
     n: int,
     seed: int,
-    train_images: Tensor | None,
+    train_images: Tensor,
 ) -> tuple[Tensor, str]:
     """Codes (n, latent_dim) from the chosen sampler, and a description of where they came from."""
     if sampler == "default":
@@ -117,7 +117,6 @@ def latent_codes(
     if "gmm_sampler" in checkpoint:
         mixture = GaussianMixtureSampler.from_state_dict(checkpoint["gmm_sampler"])
         return mixture.sample(n, seed), "Gaussian mixture stored in the checkpoint"
-    assert train_images is not None
     mixture = GaussianMixtureSampler().fit(encode_means(net, train_images))
     return mixture.sample(
         n, seed
