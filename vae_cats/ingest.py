@@ -472,7 +472,7 @@ def decode_many(
     if not has_torchvision():
         jpeg_index = []
     workers = workers or min(8, os.cpu_count() or 1)
-    chunks = [jpeg_index[k::workers] for k in range(workers)]
+    chunks = [chunk for k in range(workers) if (chunk := jpeg_index[k::workers])]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_TORCHVISION_DEPRECATION)
         warnings.filterwarnings("ignore", message="The given buffer is not writable")

@@ -352,6 +352,12 @@ def test_pillow_path_decodes_like_the_torchvision_path(monkeypatch: pytest.Monke
     raws = [raw for _, raw in bundled_members(8)]
     fast = ingest.decode_many(raws)
     monkeypatch.setattr(ingest, "has_torchvision", lambda: False)
+
+    def no_torchvision(raws: list[bytes]) -> list[torch.Tensor | str]:
+        raise ModuleNotFoundError("No module named 'torchvision'")
+
+    # As in the slim predict image: the torchvision path must not even be entered.
+    monkeypatch.setattr(ingest, "_decode_jpegs", no_torchvision)
     slow = ingest.decode_many(raws)
     for a, b in zip(fast, slow, strict=True):
         assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
