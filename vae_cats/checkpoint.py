@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     """
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if not zipfile.is_zipfile(path):
+        # torch.save writes zip archives: anything else is truncated or another kind of file,
+        # and saying so beats PyTorch's unpickling advice.
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (not a zip archive: truncated or another format)"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
