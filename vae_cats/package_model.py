@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from vae_cats.checkpoint import CheckpointError, read_checkpoint, vae_from_checkpoint
+from vae_cats.ingest import atomic_write_bytes
 from vae_cats.predict_model import SHIPPED_MODEL, encode_means, image_splits
 from vae_cats.samplers import GaussianMixtureSampler
 
@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     buffer = io.BytesIO()
     torch.save(slim, buffer)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, args.out)
+    atomic_write_bytes(args.out, buffer.getvalue())
     size_mb = args.out.stat().st_size / 1e6
     print(f"wrote {args.out} ({size_mb:.1f} MB), mixture fitted on {source or 'the default data'}")
     return 0
