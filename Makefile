@@ -27,11 +27,18 @@ demo: $(STAMP)  ## train the demo experiment on the bundled sample, then generat
 train: $(STAMP)  ## train experiments=exp1 (full recipe, cats64 when ../shared has it)
 	$(BIN)/python vae_cats/train_model.py experiments=exp1
 
+# -n auto: one pytest-xdist worker per core (tests/conftest.py splits the torch threads).
+# Whole test files go to one worker, in collection order (container tests first): one worker
+# builds the predict image while the others run the rest. (Not --dist loadgroup: pytest 9.2
+# ignores its xdist_group marks, pytest-dev/pytest-xdist#1386.)
+PYTEST_PARALLEL := -n auto --dist loadfile --no-loadscope-reorder
+
 test: $(STAMP)  ## the whole test suite, real training included, with coverage of vae_cats/
-	$(BIN)/pytest --cov=vae_cats --cov-report=term-missing --cov-fail-under=90
+	$(BIN)/pytest $(PYTEST_PARALLEL) --durations=15 \
+		--cov=vae_cats --cov-report=term-missing --cov-fail-under=90
 
 test-fast: $(STAMP)  ## tests under about 10 s each
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check vae_cats tests

@@ -5,9 +5,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# Under pytest-xdist (`make test` runs `-n auto`), the workers share the cores: each worker and
+# the training subprocesses it starts get an equal share of torch/OpenMP threads, set before
+# torch is first imported. Oversubscribed OpenMP threads spin against each other and slow
+# every worker several-fold.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
 
-from tests.helpers import FAST_TRAIN_OVERRIDES, bundled_members, run_train
+import pytest  # noqa: E402
+
+from tests.helpers import FAST_TRAIN_OVERRIDES, bundled_members, run_train  # noqa: E402
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Container tests first: under `make test` (xdist, whole files per worker, collection
+    order) one worker starts the long image build at once while the others run the rest."""
+    items.sort(key=lambda item: item.get_closest_marker("container") is None)
 
 
 @pytest.fixture(autouse=True, scope="session")
