@@ -1,7 +1,7 @@
 """Cat-face data served to Lightning from memory; the ingest itself lives in ``vae_cats.ingest``.
 
 ``CatFacesDataModule.prepare_data`` runs ``ingest`` (validate, deduplicate, split) once per
-source and settings, into ``processed_dir/<source name>/``: ``images.pt`` (uint8
+source, source version and settings, into ``processed_dir/<source name>/``: ``images.pt`` (uint8
 (N, 3, S, S)), ``manifest.json`` (each image's pixel sha256 and split, every excluded file
 and why, the ``data_hash``) and ``ingest_report.json``. The split depends only on the kept
 images and the seed, not on file names or their order.
@@ -34,6 +34,7 @@ from vae_cats.ingest import (
     ingest,
     processed_subdir,
     resolve_source,
+    source_stamp,
     split_assignment,
 )
 
@@ -74,7 +75,8 @@ class CatFacesDataModule(pl.LightningDataModule):
     """Serves the ingested cat faces from memory as float batches (B, 3, S, S) in [0, 1].
 
     ``prepare_data`` ingests ``source`` into ``processed_dir`` unless a manifest made from
-    the same source and settings is already there. Training batches get a random
+    the same source, unchanged since (``source_stamp``: file sizes and modification times),
+    and the same settings is already there. Training batches get a random
     horizontal flip; validation and test batches are untouched.
 
     Args:
@@ -136,7 +138,11 @@ class CatFacesDataModule(pl.LightningDataModule):
             return False
         manifest = json.loads(self.manifest_path.read_text())
         same_args = all(manifest.get(k) == v for k, v in self.ingest_args.items())
-        return same_args and manifest.get("source") == self.source.name
+        return (
+            same_args
+            and manifest.get("source") == self.source.name
+            and manifest.get("source_stamp") == source_stamp(self.source)
+        )
 
     def prepare_data(self) -> None:
         if not self._manifest_is_current():

@@ -608,6 +608,26 @@ def data_hash(manifest: dict[str, Any]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
+def source_stamp(source: Path) -> str:
+    """sha256 over the size and modification time of ``source`` (an archive) or of every file
+    under it (a folder, with relative paths): cheap to compute, and it changes when a
+    ``dvc pull`` or an edit changes the source, so a stale ingest is never reused.
+
+    Raises:
+        FileNotFoundError: If source does not exist.
+    """
+    if source.is_dir():
+        entries = sorted(
+            (str(path.relative_to(source)), path.stat())
+            for path in source.rglob("*")
+            if path.is_file()
+        )
+    else:
+        entries = [(source.name, source.stat())]
+    lines = [f"{name} {stat.st_size} {stat.st_mtime_ns}" for name, stat in entries]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write a file so that readers see the old or the new content, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -676,6 +696,8 @@ def ingest(
         raise ValueError(f"wrong_size must be one of {WRONG_SIZE_ACTIONS}, got {wrong_size!r}")
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
+    # Stamped before reading: a source changed during the ingest is ingested again next time.
+    stamp = source_stamp(source)
     read = read_source(source)
     rejections = list(read.rejections)
 
@@ -746,6 +768,7 @@ def ingest(
     }
     manifest: dict[str, Any] = {
         "source": source.name,
+        "source_stamp": stamp,
         "image_size": image_size,
         "seed": seed,
         "val_fraction": val_fraction,

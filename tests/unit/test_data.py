@@ -108,3 +108,23 @@ def test_datamodule_serves_float_batches_and_flips_only_in_training(
     assert torch.equal(x, batch.float() / 255)
     manifest = json.loads(dm.manifest_path.read_text())
     assert manifest["source"] == "cats"
+
+
+def test_prepare_data_reuses_an_ingest_until_the_source_changes(
+    real_folder: Path, tmp_path: Path
+) -> None:
+    processed = tmp_path / "processed"
+
+    def prepare() -> CatFacesDataModule:
+        dm = CatFacesDataModule(source=str(real_folder), processed_dir=str(processed))
+        dm.prepare_data()
+        return dm
+
+    first = prepare().manifest_path.stat().st_mtime_ns
+    assert prepare().manifest_path.stat().st_mtime_ns == first  # unchanged source: reused
+    # A new face arrives (as after a `dvc pull`): the next run ingests again and keeps it.
+    name, raw = bundled_members(41)[40]
+    (real_folder / name).write_bytes(raw)
+    dm = prepare()
+    assert dm.manifest_path.stat().st_mtime_ns != first
+    assert len(dm.manifest["images"]) == 41
