@@ -80,7 +80,9 @@ class LineageCallback(pl.Callback):
     """Stores where a checkpoint came from: the resolved config, git commit and data hash.
 
     Every checkpoint gets ``checkpoint["lineage"] = {"config": ..., "git_commit": ...,
-    "data_hash": ...}``, all plain containers, so it loads with ``weights_only=True``.
+    "data_hash": ...}``, all plain containers, so it loads with ``weights_only=True``, and,
+    when a W&B logger is attached, ``checkpoint["wandb_run_id"]``: a resumed job logs on to
+    that same run.
     """
 
     def __init__(self, lineage: dict[str, Any]) -> None:
@@ -90,6 +92,13 @@ class LineageCallback(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         checkpoint["lineage"] = self.lineage
+        # Only global rank 0 holds the real W&B run (and writes the file).
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                checkpoint["wandb_run_id"] = logger.experiment.id
+                break
 
 
 class BestCheckpointArtifact(pl.Callback):

@@ -26,9 +26,9 @@ from vae_cats.utils import (
 log = logging.getLogger(__name__)
 
 
-def checkpoint_to_resume(cfg: DictConfig) -> Path | None:
-    """The checkpoint ``fit`` starts from: ``ckpt_path`` when set; else, with
-    ``resume=true``, ``<checkpoint_dir>/last.ckpt`` if it exists (a first run with
+def checkpoint_to_resume(cfg: DictConfig) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint ``fit`` starts from, with its content: ``ckpt_path`` when set; else,
+    with ``resume=true``, ``<checkpoint_dir>/last.ckpt`` if it exists (a first run with
     ``resume=true`` starts fresh, so a pre-empted job can be requeued with one command).
 
     The file is read weights-only first, so a bad or malicious file stops the run here.
@@ -47,7 +47,7 @@ def checkpoint_to_resume(cfg: DictConfig) -> Path | None:
         return None
     checkpoint = read_checkpoint(path)
     log.info("resuming from %s (global step %s)", path, checkpoint.get("global_step"))
-    return path
+    return path, checkpoint
 
 
 def _build_module(cfg: DictConfig) -> pl.LightningModule:
@@ -90,8 +90,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for group in ("trainer", "data", "model", "lit_module", "callbacks", "logger"):
         if cfg.get(group) is not None:
             config_check.check_types(cfg[group], group)
-    pl.seed_everything(cfg.seed, workers=True)
-    ckpt_path = checkpoint_to_resume(cfg)
+    # Quiet: a config refused below leaves its one error line alone (the seed is in the config).
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    resumed = checkpoint_to_resume(cfg)
+    ckpt_path = resumed[0] if resumed else None
+    wandb_run_id = resumed[1].get("wandb_run_id") if resumed else None
     module = _build_module(cfg)
     datamodule: CatFacesDataModule = config_check.build(cfg.data, "data")
     datamodule.prepare_data()
@@ -103,7 +106,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if node is not None and "_target_" in node
     ]
     callbacks += [FiniteLossGuard(), LineageCallback(lineage), BestCheckpointArtifact(lineage)]
-    loggers = instantiate_loggers(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg.get("logger"), wandb_run_id)
     trainer: pl.Trainer = config_check.build(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers
     )

@@ -61,11 +61,27 @@ def instantiate_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
     return [instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
 
 
-def instantiate_loggers(cfg: DictConfig | None) -> list[Any]:
-    """Build every ``_target_`` node of the ``logger`` config group."""
+def instantiate_loggers(cfg: DictConfig | None, wandb_run_id: str | None = None) -> list[Any]:
+    """Build every ``_target_`` node of the ``logger`` config group.
+
+    Args:
+        cfg: The ``logger`` group.
+        wandb_run_id: The W&B run a resumed job continues (from its checkpoint): W&B loggers
+            get ``id=wandb_run_id, resume="allow"``, so the dashboard shows one run whose
+            step axis goes on; offline, each process writes an ``offline-run-*-<id>`` folder
+            and ``wandb sync`` uploads them into that one run in start order.
+    """
     if not cfg:
         return []
-    return [instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
+    loggers = []
+    for node in cfg.values():
+        if node is None or "_target_" not in node:
+            continue
+        if wandb_run_id and node["_target_"].endswith("WandbLogger"):
+            loggers.append(instantiate(node, id=wandb_run_id, resume="allow"))
+        else:
+            loggers.append(instantiate(node))
+    return loggers
 
 
 @rank_zero_only

@@ -48,6 +48,7 @@ def test_bad_config_is_refused_before_training_naming_the_key(
 ) -> None:
     result = run_train(tmp_path, *FAST_TRAIN_OVERRIDES, override, timeout=300)
     assert result.returncode == 2
+    assert result.stdout.strip() == ""
     line = one_error_line(result)
     assert f"error: {key}:" in line
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "wandb").exists()

@@ -141,6 +141,10 @@ def test_sigkill_mid_epoch_then_resume_continues_from_the_checkpoint(tmp_path: P
     assert f"global step: {STEPS}" in resumed.stdout and f"global step: {STEPS}" in full.stdout
     assert read_checkpoint(last)["global_step"] == STEPS
 
+    # The resumed process logs on to the same W&B run (its id came with the checkpoint):
+    # `wandb sync` uploads both offline folders into one run, in start order.
+    run_ids = {run.name.rsplit("-", 1)[1] for run in (killed_dir / "wandb").glob("offline-run-*")}
+    assert len(run_ids) == 1 and read_checkpoint(last)["wandb_run_id"] in run_ids
     # The resumed process goes on from step 37: neither from 0 nor from the epoch end.
     first_run, second_run = wandb_steps(killed_dir)
     assert second_run and min(second_run) >= EVERY and max(second_run) == STEPS - 1
