@@ -1,9 +1,11 @@
-"""Lightning callbacks: picture logging, run lineage in checkpoints, a stop on a NaN loss."""
+"""Lightning callbacks: picture logging, run lineage and random states in checkpoints, a stop
+on a NaN loss."""
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +128,44 @@ class BestCheckpointArtifact(pl.Callback):
                 artifact.add_file(best, name="best.ckpt")
                 run.log_artifact(artifact, aliases=["best"])
                 log.info("logged %s to W&B as artifact model-%s", best, run.id)
+
+
+class RngStateCheckpoint(pl.Callback):
+    """Makes a mid-epoch resume continue the random streams where the checkpoint left them.
+
+    Lightning restores weights, optimiser, loop counters and (with a stateful data loader)
+    the position in the epoch, but not the global random generators that draw the
+    reparameterisation noise and the training flips. Every checkpoint gets
+    ``checkpoint["rng_states"]`` (torch CPU and CUDA generators, Python's ``random``: plain
+    tensors and tuples, so it loads weights-only); after a resume they are set again when
+    training starts, before the first batch is drawn and flipped, which is where the
+    uninterrupted run stood when it wrote the checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if torch.cuda.is_available():
+            states["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["rng_states"] = states
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._pending = checkpoint.get("rng_states")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is None:
+            return
+        torch.set_rng_state(self._pending["torch"])
+        random.setstate(self._pending["python"])
+        if "cuda" in self._pending and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self._pending["cuda"])
+        self._pending = None
 
 
 class NonFiniteLossError(RuntimeError):

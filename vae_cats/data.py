@@ -18,7 +18,8 @@ import kornia.augmentation as K
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from vae_cats.ingest import (
     BACKGROUND,
@@ -84,7 +85,8 @@ class CatFacesDataModule(pl.LightningDataModule):
         processed_dir: Parent folder of ``<source name>/`` holding ``images.pt``,
             ``manifest.json`` and ``ingest_report.json``.
         image_size: Side in pixels of the stored square images.
-        seed: Seed of the split.
+        seed: Seed of the split and of the training shuffle (the loader's own generator,
+            whose state Lightning saves in checkpoints).
         val_fraction: Share of distinct images used for validation.
         test_fraction: Share of distinct images used for testing.
         batch_size: Images per batch.
@@ -163,25 +165,29 @@ class CatFacesDataModule(pl.LightningDataModule):
             )
             self.splits[split] = images[index]
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader[Tensor]:
-        return DataLoader(
+    def _loader(self, split: str, shuffle: bool) -> StatefulDataLoader:
+        # A stateful loader: Lightning saves its position (and its own shuffle generator) in
+        # every checkpoint, so a mid-epoch resume serves exactly the batches the interrupted
+        # run had not reached yet.
+        return StatefulDataLoader(
             ImageTensorDataset(self.splits[split]),
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.ingest_args["seed"]),
         )
 
-    def train_dataloader(self) -> DataLoader[Tensor]:
+    def train_dataloader(self) -> StatefulDataLoader:
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader[Tensor]:
+    def val_dataloader(self) -> StatefulDataLoader:
         return self._loader("val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader[Tensor]:
+    def test_dataloader(self) -> StatefulDataLoader:
         return self._loader("test", shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader[Tensor]:
+    def predict_dataloader(self) -> StatefulDataLoader:
         return self._loader("test", shuffle=False)
 
     def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:

@@ -14,7 +14,12 @@ from omegaconf import DictConfig
 from pytorch_lightning.loggers import WandbLogger
 
 from vae_cats import config_check
-from vae_cats.callbacks import BestCheckpointArtifact, FiniteLossGuard, LineageCallback
+from vae_cats.callbacks import (
+    BestCheckpointArtifact,
+    FiniteLossGuard,
+    LineageCallback,
+    RngStateCheckpoint,
+)
 from vae_cats.checkpoint import read_checkpoint
 from vae_cats.data import CatFacesDataModule
 from vae_cats.utils import (
@@ -105,7 +110,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         for name, node in (cfg.get("callbacks") or {}).items()
         if node is not None and "_target_" in node
     ]
-    callbacks += [FiniteLossGuard(), LineageCallback(lineage), BestCheckpointArtifact(lineage)]
+    callbacks += [
+        FiniteLossGuard(),
+        LineageCallback(lineage),
+        RngStateCheckpoint(),
+        BestCheckpointArtifact(lineage),
+    ]
     loggers = instantiate_loggers(cfg.get("logger"), wandb_run_id)
     trainer: pl.Trainer = config_check.build(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers

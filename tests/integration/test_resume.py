@@ -153,9 +153,9 @@ def test_sigkill_mid_epoch_then_resume_continues_from_the_checkpoint(tmp_path: P
     resumed_csv = [s for s in csv_steps(killed_dir) if s >= EVERY]
     assert resumed_csv and min(resumed_csv) == EVERY
 
-    # Same step count; not bit-identical weights: the bundled DataLoader is not resumable,
-    # so after a mid-epoch resume Lightning draws the epoch's remaining 63 batches from a new
-    # shuffle. Both runs must still land near each other (measured: 4.8% of the weight norm).
+    # Same step count and bit-identical weights: the stateful data loader resumes at the
+    # step-37 batch of the same shuffle, and the checkpoint's random states give the same
+    # flips and reparameterisation noise from there on.
     a = torch.cat(
         [
             p.detach().flatten()
@@ -163,6 +163,5 @@ def test_sigkill_mid_epoch_then_resume_continues_from_the_checkpoint(tmp_path: P
         ]
     )
     b = torch.cat([p.detach().flatten() for p in load_vae(last)[0].parameters()])
-    relative = float((a - b).norm() / a.norm())
-    print(f"relative weight distance resumed vs uninterrupted: {relative:.4f}")
-    assert torch.isfinite(b).all() and relative < 0.1
+    print(f"max weight difference resumed vs uninterrupted: {float((a - b).abs().max())}")
+    assert torch.equal(a, b)
