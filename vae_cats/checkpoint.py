@@ -24,6 +24,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         CheckpointError: If the file is missing, truncated, not a PyTorch file, or carries
             objects that weights-only loading refuses.
     """
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if not zipfile.is_zipfile(path):
@@ -80,3 +82,30 @@ def vae_from_checkpoint(checkpoint: dict[str, Any], path: Path) -> ConvVAE:
     except RuntimeError:
         raise CheckpointError(f"{path}: weights do not match its net_config") from None
     return net.eval()
+
+
+def check_resumable(checkpoint: dict[str, Any], path: Path, model_state: dict[str, Any]) -> None:
+    """Refuse, before training, a checkpoint that ``Trainer.fit(ckpt_path=...)`` cannot go on
+    from: a packaged model (network weights only) or one trained with other model settings.
+
+    Args:
+        checkpoint: The dict from ``read_checkpoint``.
+        path: Its file, for the message.
+        model_state: ``state_dict()`` of the configured LightningModule.
+
+    Raises:
+        CheckpointError: Naming the file and, for a mismatch, the first differing weight.
+    """
+    if "optimizer_states" not in checkpoint or "state_dict" not in checkpoint:
+        raise CheckpointError(
+            f"{path}: not a training checkpoint (a packaged model holds network weights only): "
+            "resume from a run's checkpoints/last.ckpt or best.ckpt"
+        )
+    saved = checkpoint["state_dict"]
+    for key, value in model_state.items():
+        if key not in saved or tuple(saved[key].shape) != tuple(value.shape):
+            found = tuple(saved[key].shape) if key in saved else "nothing"
+            raise CheckpointError(
+                f"{path}: holds {found} for {key}, the configured model needs "
+                f"{tuple(value.shape)}: resume with the model settings it was trained with"
+            )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,10 @@ from vae_cats.ingest import (
     source_stamp,
     split_assignment,
 )
+
+# torchdata 0.11 calls torch's deprecated `set_vital` on every iteration (torch 2.14): a
+# warning in every run that nobody here can act on.
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
 
 __all__ = [
     "BACKGROUND",
@@ -96,7 +101,8 @@ class CatFacesDataModule(pl.LightningDataModule):
             ``"resize"`` (centre-crop and resize) or ``"reject"`` (exclude and report).
 
     Raises:
-        ValueError: If ``wrong_size`` is not one of ``WRONG_SIZE_ACTIONS``.
+        ValueError: If an argument is out of range (batch size, fractions, flip probability,
+            workers) or ``wrong_size`` is not one of ``WRONG_SIZE_ACTIONS``.
     """
 
     def __init__(
@@ -113,6 +119,22 @@ class CatFacesDataModule(pl.LightningDataModule):
         wrong_size: str = "resize",
     ) -> None:
         super().__init__()
+        # Checked here, not when the first batch is drawn: a bad value stops the run before
+        # anything is ingested, logged or trained.
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if not 0 <= flip_prob <= 1:
+            raise ValueError(f"flip_prob must lie in [0, 1], got {flip_prob}")
+        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0 <= fraction < 1:
+                raise ValueError(f"{name} must lie in [0, 1), got {fraction}")
+        if val_fraction + test_fraction >= 1:
+            raise ValueError(
+                "val_fraction + test_fraction must be below 1, "
+                f"got {val_fraction} + {test_fraction}"
+            )
         if wrong_size not in WRONG_SIZE_ACTIONS:
             raise ValueError(
                 f"data.wrong_size must be one of {WRONG_SIZE_ACTIONS}, got {wrong_size!r}"

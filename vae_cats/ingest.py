@@ -302,6 +302,11 @@ def _read_zip(source: Path, max_file_bytes: int) -> SourceFiles:
     return out
 
 
+def _require_exists(source: Path) -> None:
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such data source (try `make data` or `dvc pull`)")
+
+
 def read_source(source: Path, max_file_bytes: int = MAX_FILE_BYTES) -> SourceFiles:
     """Read every image-suffixed regular file of a folder, .tar (.tar.gz, .tgz) or .zip.
 
@@ -312,8 +317,7 @@ def read_source(source: Path, max_file_bytes: int = MAX_FILE_BYTES) -> SourceFil
         FileNotFoundError: If source does not exist.
         ValueError: If source is not a folder, tar or zip archive.
     """
-    if not source.exists():
-        raise FileNotFoundError(f"{source}: no such data source (try `make data` or `dvc pull`)")
+    _require_exists(source)
     if source.is_dir():
         return _read_folder(source, max_file_bytes)
     if zipfile.is_zipfile(source):
@@ -616,6 +620,7 @@ def source_stamp(source: Path) -> str:
     Raises:
         FileNotFoundError: If source does not exist.
     """
+    _require_exists(source)
     if source.is_dir():
         entries = sorted(
             (str(path.relative_to(source)), path.stat())

@@ -20,7 +20,13 @@ import torch
 
 from vae_cats.checkpoint import CheckpointError, read_checkpoint, vae_from_checkpoint
 from vae_cats.ingest import atomic_write_bytes
-from vae_cats.predict_model import SHIPPED_MODEL, encode_means, image_splits
+from vae_cats.predict_model import (
+    SHIPPED_MODEL,
+    InputError,
+    encode_means,
+    image_splits,
+    positive_int,
+)
 from vae_cats.samplers import GaussianMixtureSampler
 
 
@@ -28,10 +34,19 @@ def slim_checkpoint(
     checkpoint: dict[str, Any], path: Path, source: str | None, seed: int, components: int
 ) -> dict[str, Any]:
     """Inference-only checkpoint dict with a ``gmm_sampler`` fitted on the training split of
-    ``source`` (split ``seed``); network weights stored as float16."""
+    ``source`` (split ``seed``); network weights stored as float16.
+
+    Raises:
+        InputError: If source is unusable or has fewer training images than components.
+    """
     net = vae_from_checkpoint(checkpoint, path)
-    means = encode_means(net, image_splits(source, seed)["train"])
-    mixture = GaussianMixtureSampler(n_components=components).fit(means)
+    train_images = image_splits(source, seed)["train"]
+    if len(train_images) < components:
+        raise InputError(
+            f"source {source}: {len(train_images)} training images for {components} "
+            "mixture components; give more images or fewer --components"
+        )
+    mixture = GaussianMixtureSampler(n_components=components).fit(encode_means(net, train_images))
     # float16 weights halve the file (the package ships it); loading casts back to float32,
     # and the network trained under bf16 autocast, which is coarser than float16. The mixture
     # stays float64, as scikit-learn fitted it: rounding would break the covariances'
@@ -51,17 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--source", default=None, help="training data (default: the one in the run's config)"
     )
-    parser.add_argument("--components", type=int, default=10, help="Gaussian mixture components")
+    parser.add_argument(
+        "--components", type=positive_int, default=10, help="Gaussian mixture components"
+    )
     args = parser.parse_args(argv)
     try:
         checkpoint = read_checkpoint(args.model)
-    except CheckpointError as err:
+        data_config = checkpoint.get("lineage", {}).get("config", {}).get("data", {})
+        source = args.source or data_config.get("source")
+        seed = data_config.get("seed", 42)
+        slim = slim_checkpoint(checkpoint, args.model, source, seed, args.components)
+    except (CheckpointError, InputError) as err:
         print(f"package_model: error: {err}", file=sys.stderr)
         return 2
-    data_config = checkpoint.get("lineage", {}).get("config", {}).get("data", {})
-    source = args.source or data_config.get("source")
-    seed = data_config.get("seed", 42)
-    slim = slim_checkpoint(checkpoint, args.model, source, seed, args.components)
     buffer = io.BytesIO()
     torch.save(slim, buffer)
     args.out.parent.mkdir(parents=True, exist_ok=True)

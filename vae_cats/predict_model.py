@@ -36,8 +36,12 @@ INTERPOLATE_PAIRS = 4
 INTERPOLATE_STEPS = 8
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
@@ -51,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"training checkpoint (.ckpt); default: the shipped model {SHIPPED_MODEL.name}",
     )
-    parser.add_argument("--n", type=_positive_int, default=64, help="number of images to generate")
+    parser.add_argument("--n", type=positive_int, default=64, help="number of images to generate")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latent noise")
     parser.add_argument("--out", type=Path, default=Path("outputs/predict"), help="output folder")
     parser.add_argument(
@@ -66,23 +70,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="bundled",
         help="folder/.tar/.zip whose test split is reconstructed (default: the bundled sample)",
     )
-    parser.add_argument(
-        "--num-recon", type=_positive_int, default=16, help="images to reconstruct"
-    )
+    parser.add_argument("--num-recon", type=positive_int, default=16, help="images to reconstruct")
     parser.add_argument("--interpolate", action="store_true", help="also write interpolation.png")
     parser.add_argument("--traverse", action="store_true", help="also write traversal.png")
     parser.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
     return parser.parse_args(argv)
 
 
+class InputError(ValueError):
+    """A command-line input that cannot work; the message names it."""
+
+
 def image_splits(source: str | None, seed: int = 42) -> dict[str, Tensor]:
     """Train/val/test images of ``source`` (see ``resolve_source``) split with ``seed``, as
-    uint8 tensors (N, 3, H, W), ingested into a temporary folder."""
+    uint8 tensors (N, 3, H, W), ingested into a temporary folder.
+
+    Raises:
+        InputError: If source is missing, not a folder or archive, or holds no usable image.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        datamodule = CatFacesDataModule(source=source, processed_dir=tmp, seed=seed)
-        datamodule.prepare_data()
+        try:
+            datamodule = CatFacesDataModule(source=source, processed_dir=tmp, seed=seed)
+            datamodule.prepare_data()
+        except OSError as err:
+            raise InputError(f"{source}: {err.strerror or err}") from err
+        except ValueError as err:  # NoUsableImageError too; ingest's messages name the source
+            raise InputError(str(err)) from err
         datamodule.setup()
     return datamodule.splits
+
+
+def _require(count: int, needed: int, what: str, source: str) -> None:
+    if count < needed:
+        raise InputError(
+            f"{source}: {count} {what} after deduplication and the split; "
+            f"this needs at least {needed} (give a folder with more distinct faces)"
+        )
 
 
 def to_float(images: Tensor) -> Tensor:
@@ -117,7 +140,13 @@ def latent_codes(
     if "gmm_sampler" in checkpoint:
         mixture = GaussianMixtureSampler.from_state_dict(checkpoint["gmm_sampler"])
         return mixture.sample(n, seed), "Gaussian mixture stored in the checkpoint"
-    mixture = GaussianMixtureSampler().fit(encode_means(net, train_images))
+    mixture = GaussianMixtureSampler()
+    if len(train_images) < mixture.n_components:
+        raise InputError(
+            f"the gmm sampler fits {mixture.n_components} components on the training images "
+            f"but there are {len(train_images)}: use --sampler normal or more --images"
+        )
+    mixture.fit(encode_means(net, train_images))
     return mixture.sample(
         n, seed
     ), f"Gaussian mixture fitted on {len(train_images)} training images"
@@ -155,17 +184,26 @@ def log_to_wandb(paths: dict[str, Path], out: Path, config: dict[str, Any]) -> s
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``predict_model.py``: returns 0, or 2 after one error line naming a bad input."""
     args = parse_args(argv)
-    model = args.model or SHIPPED_MODEL
     try:
-        checkpoint = read_checkpoint(model)
-        net = vae_from_checkpoint(checkpoint, model)
-    except CheckpointError as err:
+        return predict(args)
+    except (CheckpointError, InputError) as err:
         print(f"predict_model: error: {err}", file=sys.stderr)
         return 2
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Write the pictures ``main`` describes; raises CheckpointError or InputError."""
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out}: exists and is not a folder")
+    model = args.model or SHIPPED_MODEL
+    checkpoint = read_checkpoint(model)
+    net = vae_from_checkpoint(checkpoint, model)
     if args.model is None:
         print(f"using the shipped model {model} (pass --model to use your own)")
     splits = image_splits(args.images)
+    _require(len(splits["test"]), 2 if args.interpolate else 1, "test images", args.images)
     x = to_float(splits["test"][: args.num_recon])
     z, origin = latent_codes(args.sampler, net, checkpoint, args.n, args.seed, splits["train"])
     with torch.no_grad():
@@ -176,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
             pairs_grid(x, net.reconstruct(x)), args.out / "reconstructions.png"
         ),
     }
+    # Single PNGs of an earlier, larger --n in the same folder would pass for this run's.
+    for stale in (args.out / "samples").glob("sample_*.png"):
+        stale.unlink()
     for i, image in enumerate(samples):
         save_png(image, args.out / "samples" / f"sample_{i:03d}.png")
     if args.interpolate:

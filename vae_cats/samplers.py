@@ -41,6 +41,7 @@ class GaussianMixtureSampler:
     def __init__(self, n_components: int = 10, seed: int = 0) -> None:
         if n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {n_components}")
+        self.n_components = n_components
         self.mixture = GaussianMixture(n_components, covariance_type="full", random_state=seed)
         self.fitted = False
 

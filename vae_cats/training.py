@@ -20,7 +20,7 @@ from vae_cats.callbacks import (
     LineageCallback,
     RngStateCheckpoint,
 )
-from vae_cats.checkpoint import read_checkpoint
+from vae_cats.checkpoint import check_resumable, read_checkpoint
 from vae_cats.data import CatFacesDataModule
 from vae_cats.utils import (
     instantiate_loggers,
@@ -50,9 +50,7 @@ def checkpoint_to_resume(cfg: DictConfig) -> tuple[Path, dict[str, Any]] | None:
             return None
     else:
         return None
-    checkpoint = read_checkpoint(path)
-    log.info("resuming from %s (global step %s)", path, checkpoint.get("global_step"))
-    return path, checkpoint
+    return path, read_checkpoint(path)
 
 
 def _build_module(cfg: DictConfig) -> pl.LightningModule:
@@ -101,8 +99,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resumed[0] if resumed else None
     wandb_run_id = resumed[1].get("wandb_run_id") if resumed else None
     module = _build_module(cfg)
+    if resumed:
+        check_resumable(resumed[1], resumed[0], module.state_dict())
+        log.info("resuming from %s (global step %s)", resumed[0], resumed[1].get("global_step"))
     datamodule: CatFacesDataModule = config_check.build(cfg.data, "data")
-    datamodule.prepare_data()
+    try:
+        datamodule.prepare_data()
+    except (OSError, ValueError) as err:  # ingest's messages name the source
+        raise config_check.ConfigError(f"data.source: {err}") from err
     lineage = run_lineage(cfg, datamodule.manifest["data_hash"])
 
     callbacks = [

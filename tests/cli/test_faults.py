@@ -19,6 +19,7 @@ import torch
 from tests.helpers import FAST_TRAIN_OVERRIDES, PROJECT_DIR, run_predict, run_train
 from vae_cats.checkpoint import CheckpointError, load_vae, read_checkpoint
 from vae_cats.checkpoint_io import AtomicCheckpointIO
+from vae_cats.predict_model import SHIPPED_MODEL
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -41,6 +42,9 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
         ("+model.latnt_dim=3", "model.latnt_dim"),
         ("trainer.max_epochs=many", "trainer.max_epochs"),
         ("seed=abc", "seed"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("data.val_fraction=1.2", "data.val_fraction"),
+        ("data.source=/no/such/cats", "data.source"),
     ],
 )
 def test_bad_config_is_refused_before_training_naming_the_key(
@@ -128,6 +132,24 @@ def test_malicious_checkpoint_is_refused_by_resume(
     with pytest.raises(CheckpointError):  # Lightning's own load path goes through the plugin
         AtomicCheckpointIO().load_checkpoint(path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["packaged", "other_architecture"])
+def test_checkpoint_training_cannot_go_on_from_is_refused_naming_it(
+    kind: str, trained_run: Path, tmp_path: Path
+) -> None:
+    if kind == "packaged":  # the shipped model: network weights and a mixture, no optimiser
+        path, override = SHIPPED_MODEL, "model.latent_dim=256"
+        expected = "not a training checkpoint"
+    else:  # the demo run's checkpoint (latent 128) under another latent size
+        path, override = trained_run / "checkpoints" / "best.ckpt", "model.latent_dim=16"
+        expected = "net.fc_mu.weight"
+    run_dir = tmp_path / "run"
+    result = run_train(run_dir, *FAST_TRAIN_OVERRIDES, f"ckpt_path={path}", override)
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert str(path) in line and expected in line
+    assert result.stdout.strip() == "" and not (run_dir / "checkpoints").exists()
 
 
 class FailsHalfWay:

@@ -10,8 +10,9 @@ import pytest
 import torch
 from torchvision.io import read_image
 
-from tests.helpers import run_predict
+from tests.helpers import bundled_members, run_predict
 from vae_cats.checkpoint import read_checkpoint
+from vae_cats.predict_model import main as predict_main
 
 pytestmark = pytest.mark.slow
 
@@ -142,3 +143,62 @@ def test_shipped_model_is_small_and_carries_its_sampler_and_lineage() -> None:
     checkpoint = read_checkpoint(SHIPPED_MODEL)
     assert "gmm_sampler" in checkpoint
     assert {"config", "git_commit", "data_hash"} <= set(checkpoint["lineage"])
+
+
+@pytest.mark.parametrize(
+    ("case", "named"),
+    [
+        ("images_missing", "no_such_folder"),
+        ("images_not_images", "notes.txt"),
+        ("images_too_few_to_interpolate", "few"),
+        ("images_too_few_for_the_mixture", "gmm sampler"),
+        ("out_is_a_file", "--out"),
+        ("model_is_a_folder", "is a folder"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    case: str,
+    named: str,
+    trained_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """In-process (the same ``main`` as the console script): every bad input is one line
+    naming it on stderr and exit code 2, with nothing written."""
+    few = tmp_path / "few"  # 8 real faces: 6 train, 1 val, 1 test after the split
+    few.mkdir()
+    for name, raw in bundled_members(8):
+        (few / name).write_bytes(raw)
+    (tmp_path / "notes.txt").write_text("not images\n")
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "out"
+    args = {
+        "images_missing": ["--images", str(tmp_path / "no_such_folder")],
+        "images_not_images": ["--images", str(tmp_path / "notes.txt")],
+        "images_too_few_to_interpolate": ["--images", str(few), "--interpolate"],
+        "images_too_few_for_the_mixture": [
+            "--images",
+            str(few),
+            "--sampler",
+            "gmm",
+            "--model",
+            str(trained_run / "checkpoints" / "best.ckpt"),
+        ],
+        "out_is_a_file": ["--out", str(tmp_path / "a_file")],
+        "model_is_a_folder": ["--model", str(tmp_path)],
+    }[case]
+    code = predict_main(["--out", str(out), "--no-wandb", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("predict_model: error:") and named in err[0]
+    assert not (out / "samples.png").exists()
+
+
+def test_a_smaller_n_leaves_no_stale_single_pngs(trained_run: Path, tmp_path: Path) -> None:
+    model = str(trained_run / "checkpoints" / "best.ckpt")
+    out = tmp_path / "out"
+    for n in ("12", "5"):
+        assert predict_main(["--model", model, "--n", n, "--out", str(out), "--no-wandb"]) == 0
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [
+        f"sample_{i:03d}.png" for i in range(5)
+    ]
