@@ -847,7 +847,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        print(f"error: {source}: {err.strerror or err}", file=sys.stderr)
+        # Name the path that failed: the source when reading, an output when writing.
+        where = err.filename or source
+        print(f"error: {where}: {err.strerror or err}", file=sys.stderr)
         return 2
     report = manifest["report"]
     print(f"ingest of {source} -> {out}")
