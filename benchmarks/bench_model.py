@@ -240,7 +240,7 @@ def main() -> None:
         rows.append(bench_run(name, Path(path), datamodule, args.out))
         print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "benchmark.json").write_text(json.dumps(rows, indent=1))
+    (args.out / "benchmark.json").write_text(json.dumps(rows, indent=1) + "\n")
     table = markdown_table(rows)
     (args.out / "benchmark_table.md").write_text(table + "\n")
     print(table)
