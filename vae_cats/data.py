@@ -29,8 +29,8 @@ from vae_cats.ingest import (
     IMAGE_SUFFIXES,
     SHARED_CATS64,
     SPLITS,
-    WRONG_SIZE_ACTIONS,
     NoUsableImageError,
+    check_settings,
     data_hash,
     decode_with_pillow,
     ingest,
@@ -101,8 +101,8 @@ class CatFacesDataModule(pl.LightningDataModule):
             ``"resize"`` (centre-crop and resize) or ``"reject"`` (exclude and report).
 
     Raises:
-        ValueError: If an argument is out of range (batch size, fractions, flip probability,
-            workers) or ``wrong_size`` is not one of ``WRONG_SIZE_ACTIONS``.
+        ValueError: If an argument is out of range (batch size, workers, flip probability,
+            and ``ingest.check_settings``: image size, fractions, ``wrong_size``).
     """
 
     def __init__(
@@ -127,18 +127,7 @@ class CatFacesDataModule(pl.LightningDataModule):
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if not 0 <= flip_prob <= 1:
             raise ValueError(f"flip_prob must lie in [0, 1], got {flip_prob}")
-        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0 <= fraction < 1:
-                raise ValueError(f"{name} must lie in [0, 1), got {fraction}")
-        if val_fraction + test_fraction >= 1:
-            raise ValueError(
-                "val_fraction + test_fraction must be below 1, "
-                f"got {val_fraction} + {test_fraction}"
-            )
-        if wrong_size not in WRONG_SIZE_ACTIONS:
-            raise ValueError(
-                f"data.wrong_size must be one of {WRONG_SIZE_ACTIONS}, got {wrong_size!r}"
-            )
+        check_settings(image_size, val_fraction, test_fraction, wrong_size)
         self.source = resolve_source(source)
         self.processed_dir = processed_subdir(Path(processed_dir), self.source)
         self.ingest_args: dict[str, Any] = {

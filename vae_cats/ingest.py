@@ -612,6 +612,28 @@ def data_hash(manifest: dict[str, Any]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
+def check_settings(
+    image_size: int, val_fraction: float, test_fraction: float, wrong_size: str
+) -> None:
+    """The checks of ``ingest``'s settings, also run where they are configured (the data
+    module), so a bad value stops a run before anything is read.
+
+    Raises:
+        ValueError: Naming the setting that is out of range.
+    """
+    if image_size < 8:
+        raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
+    for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= fraction < 1:
+            raise ValueError(f"{name} must lie in [0, 1), got {fraction}")
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(
+            f"val_fraction + test_fraction must be below 1, got {val_fraction} + {test_fraction}"
+        )
+    if wrong_size not in WRONG_SIZE_ACTIONS:
+        raise ValueError(f"wrong_size must be one of {WRONG_SIZE_ACTIONS}, got {wrong_size!r}")
+
+
 def source_stamp(source: Path) -> str:
     """sha256 over the size and modification time of ``source`` (an archive) or of every file
     under it (a folder, with relative paths): cheap to compute, and it changes when a
@@ -692,15 +714,7 @@ def ingest(
         NoUsableImageError: If source holds no usable image.
         ValueError: If an argument is out of range or source is not a folder or archive.
     """
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(
-            "val_fraction + test_fraction must lie in [0, 1), "
-            f"got {val_fraction} + {test_fraction}"
-        )
-    if wrong_size not in WRONG_SIZE_ACTIONS:
-        raise ValueError(f"wrong_size must be one of {WRONG_SIZE_ACTIONS}, got {wrong_size!r}")
-    if image_size < 8:
-        raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
+    check_settings(image_size, val_fraction, test_fraction, wrong_size)
     # Stamped before reading: a source changed during the ingest is ingested again next time.
     stamp = source_stamp(source)
     read = read_source(source)

@@ -40,13 +40,11 @@ def slim_checkpoint(
         InputError: If source is unusable or has fewer training images than components.
     """
     net = vae_from_checkpoint(checkpoint, path)
-    train_images = image_splits(source, seed)["train"]
-    if len(train_images) < components:
-        raise InputError(
-            f"source {source}: {len(train_images)} training images for {components} "
-            "mixture components; give more images or fewer --components"
-        )
-    mixture = GaussianMixtureSampler(n_components=components).fit(encode_means(net, train_images))
+    means = encode_means(net, image_splits(source, seed)["train"])
+    try:
+        mixture = GaussianMixtureSampler(n_components=components).fit(means)
+    except ValueError as err:
+        raise InputError(f"{source}: {err}: give more images or fewer --components") from err
     # float16 weights halve the file (the package ships it); loading casts back to float32,
     # and the network trained under bf16 autocast, which is coarser than float16. The mixture
     # stays float64, as scikit-learn fitted it: rounding would break the covariances'

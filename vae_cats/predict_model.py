@@ -140,13 +140,10 @@ def latent_codes(
     if "gmm_sampler" in checkpoint:
         mixture = GaussianMixtureSampler.from_state_dict(checkpoint["gmm_sampler"])
         return mixture.sample(n, seed), "Gaussian mixture stored in the checkpoint"
-    mixture = GaussianMixtureSampler()
-    if len(train_images) < mixture.n_components:
-        raise InputError(
-            f"the gmm sampler fits {mixture.n_components} components on the training images "
-            f"but there are {len(train_images)}: use --sampler normal or more --images"
-        )
-    mixture.fit(encode_means(net, train_images))
+    try:
+        mixture = GaussianMixtureSampler().fit(encode_means(net, train_images))
+    except ValueError as err:
+        raise InputError(f"--sampler gmm: {err}: use --sampler normal or more --images") from err
     return mixture.sample(
         n, seed
     ), f"Gaussian mixture fitted on {len(train_images)} training images"

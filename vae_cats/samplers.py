@@ -46,7 +46,16 @@ class GaussianMixtureSampler:
         self.fitted = False
 
     def fit(self, mu: Tensor) -> GaussianMixtureSampler:
-        """Fit the mixture to posterior means ``mu``, shape (N, latent_dim), N >= n_components."""
+        """Fit the mixture to posterior means ``mu``, shape (N, latent_dim).
+
+        Raises:
+            ValueError: If N < n_components.
+        """
+        if len(mu) < self.n_components:
+            raise ValueError(
+                f"a {self.n_components}-component mixture needs at least {self.n_components} "
+                f"latent means, got {len(mu)}"
+            )
         self.mixture.fit(mu.detach().cpu().double().numpy())
         self.fitted = True
         return self

@@ -151,7 +151,7 @@ def test_shipped_model_is_small_and_carries_its_sampler_and_lineage() -> None:
         ("images_missing", "no_such_folder"),
         ("images_not_images", "notes.txt"),
         ("images_too_few_to_interpolate", "few"),
-        ("images_too_few_for_the_mixture", "gmm sampler"),
+        ("images_too_few_for_the_mixture", "--sampler gmm"),
         ("out_is_a_file", "--out"),
         ("model_is_a_folder", "is a folder"),
     ],

@@ -39,3 +39,10 @@ def test_gmm_sampler_before_fit_raises() -> None:
 def test_gmm_sampler_refuses_zero_components() -> None:
     with pytest.raises(ValueError, match="n_components"):
         GaussianMixtureSampler(n_components=0)
+
+
+def test_gmm_sampler_refuses_fewer_means_than_components() -> None:
+    with pytest.raises(
+        ValueError, match="3-component mixture needs at least 3 latent means, got 2"
+    ):
+        GaussianMixtureSampler(n_components=3).fit(torch.randn(2, 4))
