@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,14 @@ from vae_cats.lit_module import VAELitModule
 log = logging.getLogger(__name__)
 
 
+def wandb_loggers(loggers: Iterable[Any]) -> list[WandbLogger]:
+    """The W&B loggers among ``loggers`` (a trainer's, or those built from config)."""
+    return [logger for logger in loggers if isinstance(logger, WandbLogger)]
+
+
 def _log_image(trainer: pl.Trainer, key: str, grid: Tensor, caption: str) -> None:
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[grid], caption=[caption], step=trainer.global_step)
+    for logger in wandb_loggers(trainer.loggers):
+        logger.log_image(key=key, images=[grid], caption=[caption], step=trainer.global_step)
 
 
 class ImageGridLogger(pl.Callback):
@@ -95,12 +100,8 @@ class LineageCallback(pl.Callback):
     ) -> None:
         checkpoint["lineage"] = self.lineage
         # Only global rank 0 holds the real W&B run (and writes the file).
-        if not trainer.is_global_zero:
-            return
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                checkpoint["wandb_run_id"] = logger.experiment.id
-                break
+        if trainer.is_global_zero and (loggers := wandb_loggers(trainer.loggers)):
+            checkpoint["wandb_run_id"] = loggers[0].experiment.id
 
 
 class BestCheckpointArtifact(pl.Callback):
@@ -117,17 +118,16 @@ class BestCheckpointArtifact(pl.Callback):
             return
         import wandb
 
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                run = logger.experiment
-                artifact = wandb.Artifact(
-                    f"model-{run.id}",
-                    type="model",
-                    metadata={k: v for k, v in self.lineage.items() if k != "config"},
-                )
-                artifact.add_file(best, name="best.ckpt")
-                run.log_artifact(artifact, aliases=["best"])
-                log.info("logged %s to W&B as artifact model-%s", best, run.id)
+        for logger in wandb_loggers(trainer.loggers):
+            run = logger.experiment
+            artifact = wandb.Artifact(
+                f"model-{run.id}",
+                type="model",
+                metadata={k: v for k, v in self.lineage.items() if k != "config"},
+            )
+            artifact.add_file(best, name="best.ckpt")
+            run.log_artifact(artifact, aliases=["best"])
+            log.info("logged %s to W&B as artifact model-%s", best, run.id)
 
 
 class RngStateCheckpoint(pl.Callback):

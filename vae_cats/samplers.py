@@ -41,7 +41,6 @@ class GaussianMixtureSampler:
     def __init__(self, n_components: int = 10, seed: int = 0) -> None:
         if n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {n_components}")
-        self.n_components = n_components
         self.mixture = GaussianMixture(n_components, covariance_type="full", random_state=seed)
         self.fitted = False
 
@@ -51,9 +50,10 @@ class GaussianMixtureSampler:
         Raises:
             ValueError: If N < n_components.
         """
-        if len(mu) < self.n_components:
+        components = self.mixture.n_components
+        if len(mu) < components:
             raise ValueError(
-                f"a {self.n_components}-component mixture needs at least {self.n_components} "
+                f"a {components}-component mixture needs at least {components} "
                 f"latent means, got {len(mu)}"
             )
         self.mixture.fit(mu.detach().cpu().double().numpy())

@@ -11,7 +11,6 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.loggers import WandbLogger
 
 from vae_cats import config_check
 from vae_cats.callbacks import (
@@ -19,6 +18,7 @@ from vae_cats.callbacks import (
     FiniteLossGuard,
     LineageCallback,
     RngStateCheckpoint,
+    wandb_loggers,
 )
 from vae_cats.checkpoint import check_resumable, read_checkpoint
 from vae_cats.data import CatFacesDataModule
@@ -70,8 +70,8 @@ def _build_module(cfg: DictConfig) -> pl.LightningModule:
 
 def _finish_wandb(loggers: list[Any], exit_code: int) -> None:
     # Sweeps run many jobs in one process: each job's W&B run must end with its job.
-    for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+    for logger in wandb_loggers(loggers):
+        if logger._experiment is not None:
             finish = getattr(logger._experiment, "finish", None)
             if callable(finish):
                 finish(exit_code=exit_code)
