@@ -4,7 +4,7 @@
 
 Both read the same archive. The sequential loop opens each member with tarfile, decodes it
 with Pillow, converts it to RGB and hashes its pixels (what a naive validate-and-deduplicate
-script does). The ingest does all of vae_cats.ingest.ingest: safe reading, header checks,
+script does). The ingest does all of vae_cats.data.ingest.ingest: safe reading, header checks,
 decoding (once per distinct file), exact and near-duplicate grouping, split, writing. Prints
 a table; the best of ``--repeat`` runs of each is reported. Targets: ingest < 20 s and at
 least 3x faster than the loop.
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vae_cats.ingest import SHARED_CATS64, ingest
+from vae_cats.data.ingest import SHARED_CATS64, ingest
 
 
 def sequential_pil_loop(source: Path) -> tuple[int, int]:

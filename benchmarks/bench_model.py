@@ -41,7 +41,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from vae_cats.checkpoint import read_checkpoint, vae_from_checkpoint
-from vae_cats.data import SHARED_CATS64, CatFacesDataModule
+from vae_cats.data.datamodule import CatFacesDataModule
+from vae_cats.data.ingest import SHARED_CATS64
 from vae_cats.images import make_grid, save_png
 from vae_cats.losses import kl_divergence, ssim
 from vae_cats.model import BaseVAE

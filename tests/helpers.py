@@ -11,7 +11,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from vae_cats.data import BUNDLED_SAMPLE
+from vae_cats.data.ingest import BUNDLED_SAMPLE
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = PROJECT_DIR / "vae_cats" / "train_model.py"

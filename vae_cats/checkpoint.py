@@ -1,4 +1,4 @@
-"""Loading a trained VAE from a Lightning checkpoint, safely (weights-only unpickling)."""
+"""Reading, loading and slimming vae_cats checkpoints, safely (weights-only unpickling)."""
 
 from __future__ import annotations
 
@@ -82,6 +82,24 @@ def vae_from_checkpoint(checkpoint: dict[str, Any], path: Path) -> ConvVAE:
     except RuntimeError:
         raise CheckpointError(f"{path}: weights do not match its net_config") from None
     return net.eval()
+
+
+def slim_checkpoint(
+    checkpoint: dict[str, Any], net: ConvVAE, mixture: dict[str, Any]
+) -> dict[str, Any]:
+    """The inference-only form of a training checkpoint: architecture, network weights as
+    float16, lineage and a fitted ``gmm_sampler`` state (``GaussianMixtureSampler.state_dict``).
+    """
+    # float16 weights halve the file (the package ships it); loading casts back to float32,
+    # and the network trained under bf16 autocast, which is coarser than float16. The mixture
+    # stays float64, as scikit-learn fitted it: rounding would break the covariances'
+    # positive-definiteness that sampling checks.
+    return {
+        "net_config": checkpoint["net_config"],
+        "state_dict": {k: v.half() for k, v in net.state_dict().items()},
+        "lineage": checkpoint.get("lineage", {}),
+        "gmm_sampler": mixture,
+    }
 
 
 def check_resumable(checkpoint: dict[str, Any], path: Path, model_state: dict[str, Any]) -> None:

@@ -5,18 +5,24 @@ torchvision nor a torchvision build matching its torch."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from PIL import Image
 from torch import Tensor
 
+from vae_cats.fileio import atomic_write
+
 
 def to_uint8(images: Tensor) -> Tensor:
     """Map float images in [0, 1] to uint8 as ``round(value * 255)``, with no per-image
     stretch, so an all-0.5 image becomes 128 and low contrast stays low."""
     return images.detach().cpu().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def to_float(images: Tensor) -> Tensor:
+    """uint8 images (any shape) to float32 in [0, 1], as ``value / 255``."""
+    return images.float() / 255.0
 
 
 def make_grid(images: Tensor, nrow: int = 8) -> Tensor:
@@ -35,12 +41,9 @@ def make_grid(images: Tensor, nrow: int = 8) -> Tensor:
 
 
 def save_png(image: Tensor, path: Path) -> Path:
-    """Write one float image (3, H, W) in [0, 1] as a PNG, atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(to_uint8(image).permute(1, 2, 0).numpy()).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    """Write one float image (3, H, W) in [0, 1] as an 8-bit RGB PNG (``to_uint8``), atomically."""
+    pixels = Image.fromarray(to_uint8(image).permute(1, 2, 0).numpy())
+    return atomic_write(path, lambda handle: pixels.save(handle, format="PNG"))
 
 
 def pairs_grid(x: Tensor, recon: Tensor, nrow: int = 8) -> Tensor:

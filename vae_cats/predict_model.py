@@ -14,26 +14,20 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
 
 from vae_cats.checkpoint import CheckpointError, read_checkpoint, vae_from_checkpoint
-from vae_cats.data import CatFacesDataModule
-from vae_cats.images import make_grid, pairs_grid, save_png
-from vae_cats.model import BaseVAE
-from vae_cats.samplers import GaussianMixtureSampler, NormalSampler
-from vae_cats.utils import wandb_mode
+from vae_cats.data.store import ingested_splits
+from vae_cats.fileio import ASSETS_DIR
+from vae_cats.generate import SamplerError, interpolation_grid, latent_codes, traversal_grid
+from vae_cats.images import make_grid, pairs_grid, save_png, to_float
+from vae_cats.tracking import log_png_files
 
 log = logging.getLogger(__name__)
-SHIPPED_MODEL = Path(__file__).resolve().parent / "assets" / "cats_vae.ckpt"
-TRAVERSE_DIMS = 8
-TRAVERSE_STEPS = 9
-INTERPOLATE_PAIRS = 4
-INTERPOLATE_STEPS = 8
+SHIPPED_MODEL = ASSETS_DIR / "cats_vae.ckpt"
 
 
 def positive_int(text: str) -> int:
@@ -82,22 +76,13 @@ class InputError(ValueError):
 
 
 def image_splits(source: str | None, seed: int = 42) -> dict[str, Tensor]:
-    """Train/val/test images of ``source`` (see ``resolve_source``) split with ``seed``, as
-    uint8 tensors (N, 3, H, W), ingested into a temporary folder.
-
-    Raises:
-        InputError: If source is missing, not a folder or archive, or holds no usable image.
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            datamodule = CatFacesDataModule(source=source, processed_dir=tmp, seed=seed)
-            datamodule.prepare_data()
-        except OSError as err:
-            raise InputError(f"{source}: {err.strerror or err}") from err
-        except ValueError as err:  # NoUsableImageError too; ingest's messages name the source
-            raise InputError(str(err)) from err
-        datamodule.setup()
-    return datamodule.splits
+    """``ingested_splits`` with its errors as ``InputError``s naming the source."""
+    try:
+        return ingested_splits(source, seed)
+    except OSError as err:
+        raise InputError(f"{source}: {err.strerror or err}") from err
+    except ValueError as err:  # NoUsableImageError too; ingest's messages name the source
+        raise InputError(str(err)) from err
 
 
 def _require(count: int, needed: int, what: str, source: str) -> None:
@@ -106,78 +91,6 @@ def _require(count: int, needed: int, what: str, source: str) -> None:
             f"{source}: {count} {what} after deduplication and the split; "
             f"this needs at least {needed} (give a folder with more distinct faces)"
         )
-
-
-def to_float(images: Tensor) -> Tensor:
-    """uint8 images to float32 in [0, 1]."""
-    return images.float() / 255.0
-
-
-@torch.no_grad()
-def encode_means(net: BaseVAE, images: Tensor, batch_size: int = 256) -> Tensor:
-    """Posterior means (N, latent_dim) of uint8 images (N, 3, H, W)."""
-    return torch.cat(
-        [
-            net.encode(to_float(images[i : i + batch_size]))[0]
-            for i in range(0, len(images), batch_size)
-        ]
-    )
-
-
-def latent_codes(
-    sampler: str,
-    net: BaseVAE,
-    checkpoint: dict[str, Any],
-    n: int,
-    seed: int,
-    train_images: Tensor,
-) -> tuple[Tensor, str]:
-    """Codes (n, latent_dim) from the chosen sampler, and a description of where they came from."""
-    if sampler == "default":
-        sampler = "gmm" if "gmm_sampler" in checkpoint else "normal"
-    if sampler == "normal":
-        return NormalSampler(net.latent_dim).sample(n, seed), "N(0, I)"
-    if "gmm_sampler" in checkpoint:
-        mixture = GaussianMixtureSampler.from_state_dict(checkpoint["gmm_sampler"])
-        return mixture.sample(n, seed), "Gaussian mixture stored in the checkpoint"
-    try:
-        mixture = GaussianMixtureSampler().fit(encode_means(net, train_images))
-    except ValueError as err:
-        raise InputError(f"--sampler gmm: {err}: use --sampler normal or more --images") from err
-    return mixture.sample(
-        n, seed
-    ), f"Gaussian mixture fitted on {len(train_images)} training images"
-
-
-@torch.no_grad()
-def interpolation_grid(net: BaseVAE, x: Tensor) -> Tensor:
-    """Rows of ``INTERPOLATE_STEPS`` decodings between consecutive pairs of images in x."""
-    rows = [net.interpolate(x[2 * i], x[2 * i + 1], INTERPOLATE_STEPS) for i in range(len(x) // 2)]
-    return make_grid(torch.cat(rows[:INTERPOLATE_PAIRS]), nrow=INTERPOLATE_STEPS)
-
-
-@torch.no_grad()
-def traversal_grid(net: BaseVAE, x: Tensor) -> Tensor:
-    """One row per latent dimension (the ``TRAVERSE_DIMS`` with the largest spread of means
-    over x): the first image's mean with that dimension swept over [-3, 3]."""
-    mu = net.encode(x)[0]
-    dims = mu.std(dim=0).argsort(descending=True)[:TRAVERSE_DIMS]
-    values = torch.linspace(-3.0, 3.0, TRAVERSE_STEPS)
-    codes = mu[0].repeat(len(dims), TRAVERSE_STEPS, 1)
-    for row, dim in enumerate(dims):
-        codes[row, :, dim] = values
-    return make_grid(net.decode(codes.flatten(0, 1)), nrow=TRAVERSE_STEPS)
-
-
-def log_to_wandb(paths: dict[str, Path], out: Path, config: dict[str, Any]) -> str:
-    """Log the written pictures to a W&B run of job type ``predict``; returns the run folder."""
-    import wandb
-
-    mode = cast(Literal["online", "offline", "disabled"], wandb_mode())
-    run = wandb.init(project="vae_cats", job_type="predict", dir=out, mode=mode, config=config)
-    run.log({f"predict/{key}": wandb.Image(str(path)) for key, path in paths.items()})
-    run.finish()
-    return str(Path(run.dir).parent)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +115,10 @@ def predict(args: argparse.Namespace) -> int:
     splits = image_splits(args.images)
     _require(len(splits["test"]), 2 if args.interpolate else 1, "test images", args.images)
     x = to_float(splits["test"][: args.num_recon])
-    z, origin = latent_codes(args.sampler, net, checkpoint, args.n, args.seed, splits["train"])
+    try:
+        z, origin = latent_codes(args.sampler, net, checkpoint, args.n, args.seed, splits["train"])
+    except SamplerError as err:
+        raise InputError(f"--sampler {err}: use --sampler normal or more --images") from err
     with torch.no_grad():
         samples = net.decode(z)
     paths = {
@@ -235,7 +151,7 @@ def predict(args: argparse.Namespace) -> int:
             "git_commit": lineage.get("git_commit"),
             "data_hash": lineage.get("data_hash"),
         }
-        print(f"W&B run: {log_to_wandb(paths, args.out, config)}")
+        print(f"W&B run: {log_png_files(paths, args.out, config)}")
     return 0
 
 

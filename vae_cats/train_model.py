@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from vae_cats.utils import register_resolvers
+from vae_cats.training.lineage import register_resolvers
 
 register_resolvers()
 
@@ -30,11 +30,11 @@ def main(cfg: DictConfig) -> float | None:
     # Heavy imports after Hydra has parsed the command line.
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-    from vae_cats.callbacks import NonFiniteLossError
     from vae_cats.checkpoint import CheckpointError
-    from vae_cats.config_check import ConfigError
-    from vae_cats.training import train
-    from vae_cats.utils import save_job_result
+    from vae_cats.training.callbacks import NonFiniteLossError
+    from vae_cats.training.config_check import ConfigError
+    from vae_cats.training.lineage import save_job_result
+    from vae_cats.training.train import train
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:

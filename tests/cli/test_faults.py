@@ -18,8 +18,8 @@ import torch
 
 from tests.helpers import FAST_TRAIN_OVERRIDES, PROJECT_DIR, run_predict, run_train
 from vae_cats.checkpoint import CheckpointError, load_vae, read_checkpoint
-from vae_cats.checkpoint_io import AtomicCheckpointIO
 from vae_cats.predict_model import SHIPPED_MODEL
+from vae_cats.training.checkpoint_io import AtomicCheckpointIO
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -172,7 +172,7 @@ WRITER = textwrap.dedent(
     """
     import sys, torch
     from pathlib import Path
-    from vae_cats.checkpoint_io import AtomicCheckpointIO
+    from vae_cats.training.checkpoint_io import AtomicCheckpointIO
     io, path = AtomicCheckpointIO(), Path(sys.argv[1])
     step = 0
     while True:

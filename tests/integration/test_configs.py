@@ -14,7 +14,7 @@ from omegaconf import DictConfig, open_dict
 
 from tests.helpers import EXPERIMENTS, FAST_TRAIN_OVERRIDES, PROJECT_DIR, run_train
 from vae_cats.checkpoint import load_vae
-from vae_cats.utils import register_resolvers
+from vae_cats.training.lineage import register_resolvers
 
 CONF = PROJECT_DIR / "conf"
 

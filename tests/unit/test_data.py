@@ -1,4 +1,3 @@
-import json
 import random
 import zipfile
 from pathlib import Path
@@ -7,7 +6,8 @@ import pytest
 import torch
 
 from tests.helpers import bundled_members, make_tar
-from vae_cats.data import BUNDLED_SAMPLE, CatFacesDataModule, ingest, split_assignment
+from vae_cats.data.datamodule import CatFacesDataModule
+from vae_cats.data.ingest import BUNDLED_SAMPLE, ingest, split_assignment
 
 
 def test_ingest_removes_exact_duplicates_before_the_split(
@@ -106,7 +106,7 @@ def test_datamodule_serves_float_batches_and_flips_only_in_training(
     x = dm.on_after_batch_transfer(batch, 0)
     assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
     assert torch.equal(x, batch.float() / 255)
-    manifest = json.loads(dm.manifest_path.read_text())
+    manifest = dm.manifest
     assert manifest["source"] == "cats"
 
 
@@ -120,11 +120,13 @@ def test_prepare_data_reuses_an_ingest_until_the_source_changes(
         dm.prepare_data()
         return dm
 
-    first = prepare().manifest_path.stat().st_mtime_ns
-    assert prepare().manifest_path.stat().st_mtime_ns == first  # unchanged source: reused
+    first = prepare().processed_dir.joinpath("manifest.json").stat().st_mtime_ns
+    assert (
+        prepare().processed_dir.joinpath("manifest.json").stat().st_mtime_ns == first
+    )  # unchanged source: reused
     # A new face arrives (as after a `dvc pull`): the next run ingests again and keeps it.
     name, raw = bundled_members(41)[40]
     (real_folder / name).write_bytes(raw)
     dm = prepare()
-    assert dm.manifest_path.stat().st_mtime_ns != first
+    assert dm.processed_dir.joinpath("manifest.json").stat().st_mtime_ns != first
     assert len(dm.manifest["images"]) == 41

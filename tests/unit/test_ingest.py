@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from tests.helpers import PROJECT_DIR, bundled_members, make_tar
-from vae_cats.ingest import (
+from vae_cats.data.ingest import (
     BACKGROUND,
     NoUsableImageError,
     decode_many,
@@ -144,7 +144,7 @@ def test_decompression_bomb_is_rejected_before_decoding_with_bounded_memory(
     script = (
         "import resource, sys\n"
         "from pathlib import Path\n"
-        "from vae_cats.ingest import ingest\n"
+        "from vae_cats.data.ingest import ingest\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "m = ingest(Path(sys.argv[1]), Path(sys.argv[2]))\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
@@ -310,7 +310,7 @@ def test_pillow_path_reports_truncation() -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "vae_cats.ingest", *args],
+        [sys.executable, "-m", "vae_cats.data.ingest", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -347,7 +347,7 @@ def test_cli_bad_source_is_a_one_line_error_and_exit_2(tmp_path: Path, kind: str
 
 def test_pillow_path_decodes_like_the_torchvision_path(monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.helpers import bundled_members
-    from vae_cats import ingest
+    from vae_cats.data import ingest
 
     raws = [raw for _, raw in bundled_members(8)]
     fast = ingest.decode_many(raws)

@@ -15,8 +15,8 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
-from vae_cats.images import make_grid, pairs_grid, save_png
-from vae_cats.lit_module import VAELitModule
+from vae_cats.images import make_grid, pairs_grid, save_png, to_float
+from vae_cats.training.lit_module import VAELitModule
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class ImageGridLogger(pl.Callback):
     def _fixed_inputs(self, trainer: pl.Trainer, pl_module: VAELitModule) -> tuple[Tensor, Tensor]:
         if self._x is None or self._z is None:
             val = trainer.datamodule.splits["val"][: self.num_images]  # type: ignore[attr-defined]
-            self._x = val.float() / 255.0
+            self._x = to_float(val)
             generator = torch.Generator().manual_seed(self.seed)
             self._z = torch.randn(self.num_images, pl_module.net.latent_dim, generator=generator)
         return self._x.to(pl_module.device), self._z.to(pl_module.device)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from lightning_fabric.plugins import CheckpointIO
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 
 from vae_cats.checkpoint import read_checkpoint
+from vae_cats.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +20,11 @@ log = logging.getLogger(__name__)
 class AtomicCheckpointIO(CheckpointIO):
     """Lightning checkpoint I/O that never leaves a half-written checkpoint behind.
 
-    ``save_checkpoint`` writes to a temporary file in the target's folder, flushes it to
-    disk (``fsync``) and renames it over the target with ``os.replace``, which POSIX makes
-    atomic: a process killed mid-write leaves the previous checkpoint as it was (plus at
-    most a stray ``.<name>.*.tmp`` file). ``load_checkpoint`` always unpickles
-    weights-only, whatever the caller asks for, so resuming from a file that carries
-    pickled code is refused (``vae_cats.checkpoint.CheckpointError``), never executed.
+    ``save_checkpoint`` goes through ``vae_cats.fileio.atomic_write`` (temporary file, fsync,
+    rename): a process killed mid-write leaves the previous checkpoint as it was.
+    ``load_checkpoint`` always unpickles weights-only, whatever the caller asks for, so
+    resuming from a file that carries pickled code is refused
+    (``vae_cats.checkpoint.CheckpointError``), never executed.
     """
 
     def save_checkpoint(
@@ -34,21 +32,7 @@ class AtomicCheckpointIO(CheckpointIO):
     ) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-        )
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+        target = atomic_write(Path(path), lambda handle: torch.save(checkpoint, handle))
         log.info(
             "rank %d wrote %s at global step %s",
             rank_zero_only.rank,  # type: ignore[attr-defined]
@@ -68,17 +52,3 @@ class AtomicCheckpointIO(CheckpointIO):
 
     def remove_checkpoint(self, path: Any) -> None:
         Path(path).unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # The rename itself is durable only once the directory entry is flushed.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -7,7 +7,7 @@
   split and the names of the duplicates dropped in its favour; every excluded file with its
   reason; and the ``data_hash`` that identifies this content and split;
 - ``ingest_report.json``: the summary (kept, rejected per reason) and every excluded file
-  with its reason and detail, as printed by ``python -m vae_cats.ingest``.
+  with its reason and detail, as printed by ``python -m vae_cats.data.ingest``.
 
 Bad input never stops the ingest of the good files; each bad file is excluded and reported:
 
@@ -42,7 +42,7 @@ libjpeg-turbo (``torchvision.io.decode_jpeg``) in a thread pool, other formats b
 
 Command line::
 
-    python -m vae_cats.ingest SOURCE [--out data/processed] [--seed 42] [--wrong-size reject]
+    python -m vae_cats.data.ingest SOURCE [--out data/processed] [--seed 42] [--wrong-size reject]
 
 prints the summary table; a missing source or one without a usable image is a one-line
 error and exit code 2.
@@ -78,13 +78,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from vae_cats.fileio import ASSETS_DIR, PROJECT_DIR, atomic_write_bytes
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
-PACKAGE_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = PACKAGE_DIR.parent
-BUNDLED_SAMPLE = PACKAGE_DIR / "assets" / "cats_sample.tar"
+BUNDLED_SAMPLE = ASSETS_DIR / "cats_sample.tar"
 SHARED_CATS64 = PROJECT_DIR.parent / "shared" / "datasets" / "cats64" / "cats64.tar"
 # The DVC-tracked raw image set (data.dvc); filled by `make data`.
 DATA_RAW = PROJECT_DIR / "data" / "raw"
@@ -655,19 +655,6 @@ def source_stamp(source: Path) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def summary_table(report: dict[str, Any]) -> str:
     """The report as a Markdown table: files seen, kept, then rejected per reason."""
     rows = [("files seen", report["num_files"]), ("kept", report["num_kept"])]
@@ -829,9 +816,9 @@ def processed_subdir(processed_dir: Path, source: Path) -> Path:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    """``python -m vae_cats.ingest``: ingest a source, print the summary table."""
+    """``python -m vae_cats.data.ingest``: ingest a source, print the summary table."""
     parser = argparse.ArgumentParser(
-        prog="python -m vae_cats.ingest",
+        prog="python -m vae_cats.data.ingest",
         description="Validate, deduplicate and split a folder, .tar or .zip of images.",
     )
     parser.add_argument("source", help="folder, .tar or .zip; 'bundled' for the bundled sample")

@@ -1,4 +1,5 @@
-"""Cat-face data served to Lightning from memory; the ingest itself lives in ``vae_cats.ingest``.
+"""Cat-face data served to Lightning from memory; the ingest itself lives in
+``vae_cats.data.ingest``, the processed copy on disk in ``vae_cats.data.store``.
 
 ``CatFacesDataModule.prepare_data`` runs ``ingest`` (validate, deduplicate, split) once per
 source, source version and settings, into ``processed_dir/<source name>/``: ``images.pt`` (uint8
@@ -9,7 +10,6 @@ images and the seed, not on file names or their order.
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -22,44 +22,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from vae_cats.ingest import (
-    BACKGROUND,
-    BUNDLED_SAMPLE,
-    DATA_RAW,
-    IMAGE_SUFFIXES,
-    SHARED_CATS64,
-    SPLITS,
-    NoUsableImageError,
-    check_settings,
-    data_hash,
-    decode_with_pillow,
-    ingest,
-    processed_subdir,
-    resolve_source,
-    source_stamp,
-    split_assignment,
-)
+from vae_cats.data.ingest import check_settings, processed_subdir, resolve_source
+from vae_cats.data.store import load_splits, prepare, read_manifest
+from vae_cats.images import to_float
 
 # torchdata 0.11 calls torch's deprecated `set_vital` on every iteration (torch 2.14): a
 # warning in every run that nobody here can act on.
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
-
-__all__ = [
-    "BACKGROUND",
-    "BUNDLED_SAMPLE",
-    "DATA_RAW",
-    "IMAGE_SUFFIXES",
-    "SHARED_CATS64",
-    "SPLITS",
-    "CatFacesDataModule",
-    "ImageTensorDataset",
-    "NoUsableImageError",
-    "data_hash",
-    "decode_with_pillow",
-    "ingest",
-    "resolve_source",
-    "split_assignment",
-]
 
 log = logging.getLogger(__name__)
 
@@ -142,39 +111,16 @@ class CatFacesDataModule(pl.LightningDataModule):
         self.flip = K.RandomHorizontalFlip(p=flip_prob)
         self.splits: dict[str, Tensor] = {}
 
-    @property
-    def manifest_path(self) -> Path:
-        return self.processed_dir / "manifest.json"
-
-    def _manifest_is_current(self) -> bool:
-        if not (self.manifest_path.is_file() and (self.processed_dir / "images.pt").is_file()):
-            return False
-        manifest = json.loads(self.manifest_path.read_text())
-        same_args = all(manifest.get(k) == v for k, v in self.ingest_args.items())
-        return (
-            same_args
-            and manifest.get("source") == self.source.name
-            and manifest.get("source_stamp") == source_stamp(self.source)
-        )
-
     def prepare_data(self) -> None:
-        if not self._manifest_is_current():
-            ingest(self.source, self.processed_dir, **self.ingest_args)
+        prepare(self.source, self.processed_dir, self.ingest_args)
 
     @property
     def manifest(self) -> dict[str, Any]:
-        return json.loads(self.manifest_path.read_text())
+        return read_manifest(self.processed_dir)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        images = torch.load(self.processed_dir / "images.pt", weights_only=True)
-        split_of = [record["split"] for record in self.manifest["images"]]
-        for split in SPLITS:
-            index = torch.tensor(
-                [i for i, s in enumerate(split_of) if s == split], dtype=torch.long
-            )
-            self.splits[split] = images[index]
+        if not self.splits:
+            self.splits = load_splits(self.processed_dir)
 
     def _loader(self, split: str, shuffle: bool) -> StatefulDataLoader:
         # A stateful loader: Lightning saves its position (and its own shuffle generator) in
@@ -198,11 +144,8 @@ class CatFacesDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> StatefulDataLoader:
         return self._loader("test", shuffle=False)
 
-    def predict_dataloader(self) -> StatefulDataLoader:
-        return self._loader("test", shuffle=False)
-
     def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
-        x = batch.float().div_(255.0)
+        x = to_float(batch)
         if self.trainer is not None and self.trainer.training:
             x = self.flip(x)
         return x

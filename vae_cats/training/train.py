@@ -12,17 +12,17 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from vae_cats import config_check
-from vae_cats.callbacks import (
+from vae_cats.checkpoint import check_resumable, read_checkpoint
+from vae_cats.data.datamodule import CatFacesDataModule
+from vae_cats.training import config_check
+from vae_cats.training.callbacks import (
     BestCheckpointArtifact,
     FiniteLossGuard,
     LineageCallback,
     RngStateCheckpoint,
     wandb_loggers,
 )
-from vae_cats.checkpoint import check_resumable, read_checkpoint
-from vae_cats.data import CatFacesDataModule
-from vae_cats.utils import (
+from vae_cats.training.lineage import (
     instantiate_loggers,
     run_lineage,
     save_config_file,

@@ -1,28 +1,21 @@
-"""Glue for entry points: building callbacks and loggers from config, run lineage, W&B mode."""
+"""Run lineage (resolved config, git commit, data hash), loggers built from config, and the
+per-job result file of sweeps."""
 
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from hydra.utils import instantiate
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from vae_cats.fileio import PROJECT_DIR, atomic_write_bytes
+from vae_cats.tracking import wandb_mode
+
 log = logging.getLogger(__name__)
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-
-
-def wandb_mode() -> str:
-    """W&B mode for this process: ``$WANDB_MODE`` if set, ``online`` when an API key is
-    configured, else ``offline`` (runs land under the run folder; upload with ``wandb sync``)."""
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
 def register_resolvers() -> None:
@@ -52,13 +45,6 @@ def run_lineage(cfg: DictConfig, data_hash: str) -> dict[str, Any]:
     """Plain-dict record of a run: resolved config, git commit and data hash."""
     config = OmegaConf.to_container(cfg, resolve=True)
     return {"config": config, "git_commit": git_commit(), "data_hash": data_hash}
-
-
-def instantiate_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
-    """Build every ``_target_`` node of the ``callbacks`` config group."""
-    if not cfg:
-        return []
-    return [instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
 
 
 def instantiate_loggers(cfg: DictConfig | None, wandb_run_id: str | None = None) -> list[Any]:
@@ -110,6 +96,4 @@ def save_job_result(status: str, value: float | None, message: str) -> None:
         "message": message,
     }
     path = Path(hydra_cfg.runtime.output_dir) / "result.yaml"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(record)))
-    tmp.replace(path)
+    atomic_write_bytes(path, OmegaConf.to_yaml(OmegaConf.create(record)).encode())

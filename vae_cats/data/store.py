@@ -1,0 +1,81 @@
+"""Processed ingests on disk, without Lightning: ingest a source when its stored copy is stale,
+and load the stored splits as uint8 tensors.
+
+A processed ingest is a folder holding ``images.pt`` (uint8 (N, 3, S, S)), ``manifest.json``
+(each image's pixel sha256 and split, every excluded file and why, the ``data_hash``) and
+``ingest_report.json``; the manifest is written last, so a manifest means a complete folder.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vae_cats.data.ingest import SPLITS, ingest, processed_subdir, resolve_source, source_stamp
+
+
+def read_manifest(processed: Path) -> dict[str, Any]:
+    """The ``manifest.json`` of a processed ingest folder.
+
+    Raises:
+        FileNotFoundError: If the folder holds no manifest.
+    """
+    return json.loads((processed / "manifest.json").read_text())
+
+
+def is_current(processed: Path, source: Path, ingest_args: dict[str, Any]) -> bool:
+    """Whether ``processed`` holds a complete ingest of ``source`` as it is now (same file
+    sizes and modification times) made with the same ``ingest_args``."""
+    if not ((processed / "manifest.json").is_file() and (processed / "images.pt").is_file()):
+        return False
+    manifest = read_manifest(processed)
+    return (
+        all(manifest.get(k) == v for k, v in ingest_args.items())
+        and manifest.get("source") == source.name
+        and manifest.get("source_stamp") == source_stamp(source)
+    )
+
+
+def prepare(source: Path, processed: Path, ingest_args: dict[str, Any]) -> dict[str, Any]:
+    """Ingest ``source`` into ``processed`` unless a current ingest is already there.
+
+    Returns:
+        The manifest.
+
+    Raises:
+        As ``vae_cats.data.ingest.ingest``.
+    """
+    if not is_current(processed, source, ingest_args):
+        ingest(source, processed, **ingest_args)
+    return read_manifest(processed)
+
+
+def load_splits(processed: Path) -> dict[str, Tensor]:
+    """The images of a processed ingest by split: ``{"train"|"val"|"test": uint8 (N, 3, S, S)}``
+    (an empty split has N = 0)."""
+    images = torch.load(processed / "images.pt", weights_only=True)
+    split_of = [record["split"] for record in read_manifest(processed)["images"]]
+    splits = {}
+    for split in SPLITS:
+        index = torch.tensor([i for i, s in enumerate(split_of) if s == split], dtype=torch.long)
+        splits[split] = images[index]
+    return splits
+
+
+def ingested_splits(source: str | None, seed: int = 42) -> dict[str, Tensor]:
+    """Train/val/test images of ``source`` (see ``resolve_source``) split with ``seed``, ingested
+    into a temporary folder that is removed afterwards.
+
+    Raises:
+        FileNotFoundError, ValueError: As ``ingest`` (the message names the source).
+    """
+    path = resolve_source(source)
+    with tempfile.TemporaryDirectory() as tmp:
+        processed = processed_subdir(Path(tmp), path)
+        prepare(path, processed, {"seed": seed})
+        return load_splits(processed)

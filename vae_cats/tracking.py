@@ -1,0 +1,32 @@
+"""Weights & Biases for inference outputs: the mode a process runs in, and logging pictures
+that were already written as PNG files (so the dashboard shows exactly the files' pixels)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, cast
+
+
+def wandb_mode() -> str:
+    """W&B mode for this process: ``$WANDB_MODE`` if set, ``online`` when an API key is
+    configured, else ``offline`` (runs land under the run folder; upload with ``wandb sync``)."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def log_png_files(paths: dict[str, Path], out: Path, config: dict[str, Any]) -> str:
+    """Log PNG files to a new W&B run of job type ``predict`` under ``out``, one image per key
+    (``predict/<key>``), read from disk so W&B stores the file's pixels unchanged.
+
+    Returns:
+        The run folder (``out/wandb/offline-run-*`` offline).
+    """
+    import wandb
+
+    mode = cast(Literal["online", "offline", "disabled"], wandb_mode())
+    run = wandb.init(project="vae_cats", job_type="predict", dir=out, mode=mode, config=config)
+    run.log({f"predict/{key}": wandb.Image(str(path)) for key, path in paths.items()})
+    run.finish()
+    return str(Path(run.dir).parent)
