@@ -44,6 +44,8 @@ if not CHROMIUM.exists() and not os.environ.get("CI"):
         "CI installs it and runs this test",
         allow_module_level=True,
     )
+# Without Debian's chromium (GitHub's Ubuntu runners) Playwright takes its own Chromium.
+EXECUTABLE = str(CHROMIUM) if CHROMIUM.exists() else None
 
 from playwright.sync_api import ConsoleMessage, Page, sync_playwright  # noqa: E402
 
@@ -102,7 +104,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def page(server_url: str) -> Iterator[Page]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
+            executable_path=EXECUTABLE,
             args=LAUNCH_ARGS + (["--no-sandbox"] if os.geteuid() == 0 else []),
             chromium_sandbox=os.geteuid() != 0,
         )
