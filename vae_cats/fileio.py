@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -52,6 +53,22 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
 def atomic_write_bytes(path: Path, payload: bytes) -> Path:
     """``atomic_write`` of a bytes payload."""
     return atomic_write(path, lambda handle: handle.write(payload))
+
+
+def check_writable(folder: Path) -> None:
+    """Check, before any work, that files can be created in ``folder`` (made later if missing).
+
+    The nearest existing ancestor must be a folder in which a subfolder can be created; the
+    probe is removed at once, so nothing is left behind.
+
+    Raises:
+        OSError: With ``strerror`` saying why (``/proc/x``: no such file or directory; a
+            read-only mount; a file where a folder is needed: not a directory).
+    """
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+    os.rmdir(tempfile.mkdtemp(prefix=".write-check.", dir=existing))
 
 
 def _fsync_dir(folder: Path) -> None:
