@@ -74,8 +74,8 @@ data: $(STAMP)  ## data/raw/ (tracked by data.dvc): dvc pull if a remote answers
 	DVC_NO_ANALYTICS=1 $(BIN)/python scripts/get_data.py
 
 BENCH_RUNS ?= shipped=vae_cats/assets/cats_vae.ckpt
-bench: $(STAMP)  ## score checkpoints on the cats64 test split: make bench BENCH_RUNS="exp1=PATH/best.ckpt baseline=PATH/best.ckpt"
-	$(BIN)/python benchmarks/bench_model.py $(addprefix --run ,$(BENCH_RUNS))
+bench: $(STAMP)  ## score checkpoints on the cats64 test split into outputs/bench/: make bench BENCH_RUNS="exp1=PATH/best.ckpt" [BENCH_ARGS=--update-reports]
+	$(BIN)/python benchmarks/bench_model.py $(addprefix --run ,$(BENCH_RUNS)) $(BENCH_ARGS)
 
 bench-ingest: $(STAMP)  ## hardened ingest of cats64 against a sequential PIL loop: prints a table
 	$(BIN)/python benchmarks/bench_ingest.py --repeat 3

@@ -3,8 +3,14 @@
     python benchmarks/bench_model.py --run exp1=PATH/best.ckpt --run baseline=PATH/best.ckpt
 
 Scores every checkpoint on the deduplicated cats64 test split (the split of seed 42, the
-one every experiment trains against) and prints one table; writes ``reports/benchmark.json``,
-``reports/benchmark_table.md`` and sample grids ``reports/samples_<run>_<sampler>.png``.
+one every experiment trains against) and prints one table, header first, a row per run as it
+finishes. Writes ``benchmark.json``, ``benchmark_table.md``, sample grids
+``samples_<run>_<sampler>.png`` and the profiler's report under ``--out`` (default
+``outputs/bench/``); only ``--update-reports`` also writes the tracked ``reports/``
+(``benchmark.json``: rows of the same run names replaced, others kept; the sample grids).
+Warns when a run's lineage names another data hash than the scored split's: then the
+"test" faces are not that model's own test split and may include faces it trained on. Every
+``--run`` checkpoint is read before any work: a bad one is one line and exit code 2.
 
 Figures (definitions from issue 5):
 - ssim / psnr: Kornia SSIM (window 11) and PSNR (dB) of decode(mu) against the test images;
@@ -26,6 +32,7 @@ import argparse
 import json
 import re
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,10 +47,12 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from vae_cats.checkpoint import read_checkpoint, vae_from_checkpoint
+from vae_cats.checkpoint import CheckpointError, read_checkpoint, vae_from_checkpoint
 from vae_cats.data.datamodule import CatFacesDataModule
-from vae_cats.data.ingest import SHARED_CATS64
-from vae_cats.images import make_grid, save_png
+from vae_cats.data.sources import SHARED_CATS64
+from vae_cats.fileio import PROJECT_DIR, atomic_write_bytes, check_writable
+from vae_cats.generate import DEFAULT_COMPONENTS, encode_means, fit_mixture
+from vae_cats.images import make_grid, save_png, to_float
 from vae_cats.losses import kl_divergence, ssim
 from vae_cats.model import BaseVAE
 from vae_cats.samplers import GaussianMixtureSampler, NormalSampler
@@ -51,6 +60,11 @@ from vae_cats.samplers import GaussianMixtureSampler, NormalSampler
 NUM_SAMPLES = 256
 NEAREST = 32
 SPEED_STEPS = 30
+REPORTS_DIR = PROJECT_DIR / "reports"
+
+
+class BenchInputError(ValueError):
+    """A command-line input that cannot work; the message names it."""
 
 
 def batched(fn: Any, x: Tensor, size: int = 256) -> Tensor:
@@ -161,10 +175,11 @@ def predict_latency_ms(net: BaseVAE) -> float:
     return 1000 * statistics.median(times)
 
 
-def bench_run(name: str, path: Path, datamodule: CatFacesDataModule, out: Path) -> dict[str, Any]:
-    checkpoint = read_checkpoint(path)
+def bench_run(
+    name: str, path: Path, checkpoint: dict[str, Any], datamodule: CatFacesDataModule, out: Path
+) -> dict[str, Any]:
     net = vae_from_checkpoint(checkpoint, path)
-    test = datamodule.splits["test"].float() / 255
+    test = to_float(datamodule.splits["test"])
     row: dict[str, Any] = {
         "run": name,
         "checkpoint": str(path),
@@ -172,24 +187,27 @@ def bench_run(name: str, path: Path, datamodule: CatFacesDataModule, out: Path) 
     }
     lineage = checkpoint.get("lineage", {})
     row["same_split"] = lineage.get("data_hash") == datamodule.manifest["data_hash"]
-    means = batched(lambda b: net.encode(b)[0], datamodule.splits["train"].float() / 255)
-    samplers = {
+    samplers: dict[str, NormalSampler | GaussianMixtureSampler] = {
         "normal": NormalSampler(net.latent_dim),
         "gmm": GaussianMixtureSampler.from_state_dict(checkpoint["gmm_sampler"])
         if "gmm_sampler" in checkpoint
-        else GaussianMixtureSampler().fit(means),
+        else fit_mixture(encode_means(net, datamodule.splits["train"]), DEFAULT_COMPONENTS),
     }
     for sampler_name, sampler in samplers.items():
         with torch.no_grad():
             samples = net.decode(sampler.sample(NUM_SAMPLES, seed=0)).float()
-        slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
-        save_png(make_grid(samples[:64]), out / f"samples_{slug}_{sampler_name}.png")
+        save_png(make_grid(samples[:64]), out / sample_grid_name(name, sampler_name))
         for key, value in sample_figures(samples, test).items():
             row[f"{key}_{sampler_name}"] = value
     row["predict_ms"] = predict_latency_ms(net)
     if "config" in lineage:
         row.update(speed_figures(lineage["config"], datamodule, out))
     return row
+
+
+def sample_grid_name(run: str, sampler: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", run).strip("_")
+    return f"samples_{slug}_{sampler}.png"
 
 
 COLUMNS = [
@@ -211,41 +229,134 @@ COLUMNS = [
 ]
 
 
+def markdown_header() -> list[str]:
+    return ["| " + " | ".join(c for c, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+
+
+def markdown_row(row: dict[str, Any]) -> str:
+    cells = [fmt.format(row[c]) if row.get(c) is not None else "-" for c, fmt in COLUMNS]
+    return "| " + " | ".join(cells) + " |"
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(c for c, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        cells = [fmt.format(row[c]) if row.get(c) is not None else "-" for c, fmt in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(markdown_header() + [markdown_row(row) for row in rows])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--run", action="append", required=True, help="NAME=PATH/TO.ckpt")
-    parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench"), help="output folder")
+    parser.add_argument(
+        "--update-reports",
+        action="store_true",
+        help=f"also write {REPORTS_DIR.name}/benchmark.json (same-named rows replaced) and the "
+        "sample grids into the tracked reports folder",
+    )
     parser.add_argument(
         "--source", default=str(SHARED_CATS64), help="data the test split comes from"
     )
-    args = parser.parse_args()
-    pl.seed_everything(0)
-    datamodule = CatFacesDataModule(source=args.source, seed=42)
-    datamodule.prepare_data()
+    return parser.parse_args(argv)
+
+
+def read_runs(specs: list[str]) -> list[tuple[str, Path, dict[str, Any]]]:
+    """(name, path, checkpoint) of every ``--run NAME=PATH``, all read before any work.
+
+    Raises:
+        BenchInputError, CheckpointError: Naming the bad spec or file.
+    """
+    runs: list[tuple[str, Path, dict[str, Any]]] = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not (sep and name and path):
+            raise BenchInputError(f"--run {spec!r}: give NAME=PATH/TO.ckpt")
+        if name in [r[0] for r in runs]:
+            raise BenchInputError(f"--run {spec!r}: the name {name!r} is given twice")
+        runs.append((name, Path(path), read_checkpoint(Path(path))))
+    return runs
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    folders = [("--out", args.out)] + (
+        [("--update-reports", REPORTS_DIR)] if args.update_reports else []
+    )
+    for option, folder in folders:
+        if folder.exists() and not folder.is_dir():
+            raise BenchInputError(f"{option} {folder}: exists and is not a folder")
+        try:
+            check_writable(folder)
+        except OSError as err:
+            raise BenchInputError(
+                f"{option} {folder}: cannot write there ({err.strerror})"
+            ) from err
+
+
+def split_warnings(runs: list[tuple[str, Path, dict[str, Any]]], data_hash: str) -> list[str]:
+    """One line per run whose lineage names another data hash than the scored split's."""
+    lines = []
+    for name, _, checkpoint in runs:
+        trained_on = checkpoint.get("lineage", {}).get("data_hash")
+        if trained_on != data_hash:
+            named = f"data hash {trained_on[:12]}" if trained_on else "no data hash"
+            lines.append(
+                f"warning: run {name}: its lineage names {named}, the scored split is "
+                f"{data_hash[:12]}: not its own test split, so some scored faces may be faces "
+                "it trained on"
+            )
+    return lines
+
+
+def write_results(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    def dump(data: list[dict[str, Any]]) -> bytes:
+        return (json.dumps(data, indent=1) + "\n").encode()
+
+    atomic_write_bytes(args.out / "benchmark.json", dump(rows))
+    atomic_write_bytes(args.out / "benchmark_table.md", (markdown_table(rows) + "\n").encode())
+    print(f"wrote {args.out / 'benchmark.json'}, benchmark_table.md and the sample grids")
+    if args.update_reports:
+        report = REPORTS_DIR / "benchmark.json"
+        names = {row["run"] for row in rows}
+        kept = json.loads(report.read_text()) if report.is_file() else []
+        atomic_write_bytes(report, dump([r for r in kept if r["run"] not in names] + rows))
+        for row in rows:
+            for sampler in ("normal", "gmm"):
+                grid = sample_grid_name(row["run"], sampler)
+                atomic_write_bytes(REPORTS_DIR / grid, (args.out / grid).read_bytes())
+        print(f"updated {report} and its sample grids")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Returns 0, or 2 after one error line naming a bad input."""
+    args = parse_args(argv)
+    try:
+        check_outputs(args)
+        runs = read_runs(args.run)
+        datamodule = CatFacesDataModule(source=args.source, seed=42)
+        datamodule.prepare_data()
+    except (BenchInputError, CheckpointError) as err:
+        print(f"bench_model: error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as err:  # the data source: ingest's message names it
+        print(f"bench_model: error: --source {err}", file=sys.stderr)
+        return 2
     datamodule.setup()
+    pl.seed_everything(0, verbose=False)
     print(
         f"test split: {len(datamodule.splits['test'])} distinct images of "
         f"{datamodule.source.name}; {torch.get_num_threads()} threads"
     )
+    for line in split_warnings(runs, datamodule.manifest["data_hash"]):
+        print(line, file=sys.stderr)
+    print("\n".join(markdown_header()), flush=True)
     rows = []
-    for spec in args.run:
-        name, _, path = spec.partition("=")
-        rows.append(bench_run(name, Path(path), datamodule, args.out))
-        print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "benchmark.json").write_text(json.dumps(rows, indent=1) + "\n")
-    table = markdown_table(rows)
-    (args.out / "benchmark_table.md").write_text(table + "\n")
-    print(table)
+    for name, path, checkpoint in runs:
+        rows.append(bench_run(name, path, checkpoint, datamodule, args.out))
+        print(markdown_row(rows[-1]), flush=True)
+    write_results(rows, args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

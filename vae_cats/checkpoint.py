@@ -84,21 +84,39 @@ def vae_from_checkpoint(checkpoint: dict[str, Any], path: Path) -> ConvVAE:
     return net.eval()
 
 
-def slim_checkpoint(
-    checkpoint: dict[str, Any], net: ConvVAE, mixture: dict[str, Any]
-) -> dict[str, Any]:
-    """The inference-only form of a training checkpoint: architecture, network weights as
-    float16, lineage and a fitted ``gmm_sampler`` state (``GaussianMixtureSampler.state_dict``).
+SLIM_KEYS = ("net_config", "state_dict", "lineage")
+
+
+def slim_checkpoint(checkpoint: dict[str, Any], net: ConvVAE, **extras: Any) -> dict[str, Any]:
+    """The inference-only form of a checkpoint (a training one or an already slim one):
+    architecture, network weights as float16, lineage, and ``extras`` as further top-level keys.
+
+    Args:
+        checkpoint: The dict from ``read_checkpoint``.
+        net: The network rebuilt from it (``vae_from_checkpoint``).
+        **extras: What inference reads besides the network; plain tensors and containers only,
+            so the file stays loadable weights-only. Those ``package_model`` stores:
+            ``gmm_sampler`` (``GaussianMixtureSampler.state_dict``), ``latent_pca``
+            (``LatentPCA.state_dict`` of the training means), ``test_faces`` (uint8
+            (K, 3, H, W) faces of the model's own test split) and ``test_faces_source`` (a
+            dict naming their source, split, seed and data hash).
+
+    Raises:
+        ValueError: If an extra would replace one of ``SLIM_KEYS``.
     """
+    clash = set(extras) & set(SLIM_KEYS)
+    if clash:
+        raise ValueError(f"slim_checkpoint: extras may not replace {sorted(clash)}")
     # float16 weights halve the file (the package ships it); loading casts back to float32,
-    # and the network trained under bf16 autocast, which is coarser than float16. The mixture
-    # stays float64, as scikit-learn fitted it: rounding would break the covariances'
-    # positive-definiteness that sampling checks.
+    # and the network trained under bf16 autocast, which is coarser than float16. A slim
+    # input's weights are float16 already, so re-packaging keeps them bit-identical. Extras
+    # keep their dtypes: the mixture stays float64, as scikit-learn fitted it, since rounding
+    # would break the covariances' positive-definiteness that sampling checks.
     return {
         "net_config": checkpoint["net_config"],
         "state_dict": {k: v.half() for k, v in net.state_dict().items()},
         "lineage": checkpoint.get("lineage", {}),
-        "gmm_sampler": mixture,
+        **extras,
     }
 
 
