@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
+import struct
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,47 @@ def run_train(
     return subprocess.run(
         command, capture_output=True, text=True, timeout=timeout, cwd=PROJECT_DIR
     )
+
+
+def wandb_records(run: Path) -> Iterator[Any]:
+    """Every record of an offline W&B run folder's ``run-*.wandb`` file, in write order, as
+    ``wandb.proto.wandb_internal_pb2.Record`` (wandb 0.31 ships no Python reader for it).
+
+    The file is W&B's LevelDB-style log: a 7-byte header, then 32 KiB blocks of records
+    (4-byte CRC, 2-byte length, 1-byte type: full, first, middle, last), each a serialized
+    ``Record``. A killed writer may leave a torn tail, where reading stops.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data = next(run.glob("run-*.wandb")).read_bytes()
+    payload, pos, block = b"", 7, 32768
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 0 or len(chunk) < length:
+            return
+        payload = chunk if kind in (1, 2) else payload + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(payload)
+            yield record
+
+
+def wandb_history(run: Path) -> list[dict[str, Any]]:
+    """The history rows of an offline W&B run (one per ``log`` call), values JSON-decoded;
+    nested keys joined with ``/`` (``val/samples/filenames``)."""
+    return [
+        {
+            item.key or "/".join(item.nested_key): json.loads(item.value_json)
+            for item in r.history.item
+        }
+        for r in wandb_records(run)
+        if r.WhichOneof("record_type") == "history"
+    ]
 
 
 def run_predict(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:

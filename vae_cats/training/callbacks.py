@@ -15,6 +15,7 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
+from vae_cats.checkpoint import read_checkpoint
 from vae_cats.images import make_grid, pairs_grid, save_png, to_float
 from vae_cats.training.lit_module import VAELitModule
 
@@ -26,9 +27,17 @@ def wandb_loggers(loggers: Iterable[Any]) -> list[WandbLogger]:
     return [logger for logger in loggers if isinstance(logger, WandbLogger)]
 
 
-def _log_image(trainer: pl.Trainer, key: str, grid: Tensor, caption: str) -> None:
+def _log_image(trainer: pl.Trainer, key: str, png: Path, caption: str) -> None:
+    """Log a PNG file as it is on disk, so the dashboard shows exactly its pixels.
+
+    The locked wandb (0.31) stores a float tensor as ``astype(uint8)``, with no rescaling
+    from [0, 1]: an all-black picture. The step is the one Lightning logs this validation's
+    metrics at (as its own ``LearningRateMonitor`` does), so pictures and ``val/ssim`` share
+    a ``trainer/global_step``.
+    """
+    step = trainer.fit_loop.epoch_loop._batches_that_stepped
     for logger in wandb_loggers(trainer.loggers):
-        logger.log_image(key=key, images=[grid], caption=[caption], step=trainer.global_step)
+        logger.log_image(key=key, images=[str(png)], caption=[caption], step=step)
 
 
 class ImageGridLogger(pl.Callback):
@@ -37,8 +46,8 @@ class ImageGridLogger(pl.Callback):
     Writes ``<image_dir>/epoch_<NNN>_reconstructions.png`` (rows alternate the first
     ``num_images`` validation images and their reconstructions ``decode(mu)``) and
     ``epoch_<NNN>_samples.png`` (the decoding of ``num_images`` fixed N(0, I) codes drawn
-    with ``seed``), and logs both to every W&B logger as ``val/reconstructions`` and
-    ``val/samples``. Runs on global rank 0 only.
+    with ``seed``), and logs both PNG files to every W&B logger as ``val/reconstructions`` and
+    ``val/samples`` (the dashboard shows the files' pixels). Runs on global rank 0 only.
     """
 
     def __init__(self, image_dir: str, num_images: int = 16, seed: int = 0) -> None:
@@ -68,18 +77,20 @@ class ImageGridLogger(pl.Callback):
             samples = pl_module.net.decode(z)
         pl_module.train(was_training)
         epoch = trainer.current_epoch
-        pairs = pairs_grid(x, recon)
-        sample_grid = make_grid(samples)
-        save_png(pairs, self.image_dir / f"epoch_{epoch:03d}_reconstructions.png")
-        save_png(sample_grid, self.image_dir / f"epoch_{epoch:03d}_samples.png")
+        recon_png = save_png(
+            pairs_grid(x, recon), self.image_dir / f"epoch_{epoch:03d}_reconstructions.png"
+        )
+        samples_png = save_png(
+            make_grid(samples), self.image_dir / f"epoch_{epoch:03d}_samples.png"
+        )
         _log_image(
             trainer,
             "val/reconstructions",
-            pairs,
+            recon_png,
             f"epoch {epoch}: input rows, reconstruction rows",
         )
         _log_image(
-            trainer, "val/samples", sample_grid, f"epoch {epoch}: decoded fixed N(0, I) noise"
+            trainer, "val/samples", samples_png, f"epoch {epoch}: decoded fixed N(0, I) noise"
         )
 
 
@@ -105,26 +116,36 @@ class LineageCallback(pl.Callback):
 
 
 class BestCheckpointArtifact(pl.Callback):
-    """At the end of fit, logs the best checkpoint to W&B as a ``model`` artifact whose
-    metadata is the run lineage. Works offline: the artifact is staged in the offline run
-    and uploaded by ``wandb sync``."""
+    """At the end of fit, logs the best checkpoint to every W&B logger as artifact
+    ``model-<run id>`` (type ``model``, alias ``best``, file ``best.ckpt``).
 
-    def __init__(self, lineage: dict[str, Any]) -> None:
-        self.lineage = lineage
+    Its metadata is read from the file itself: the checkpoint's lineage (git commit, data
+    hash), global step, and the monitored metric with its best value. Works offline: the
+    artifact is staged with the offline run and uploaded by ``wandb sync``. (Lightning's
+    ``WandbLogger(log_model=True)`` logs the checkpoint of whichever ``ModelCheckpoint`` saved
+    last; with the periodic ``last.ckpt`` callback beside the best one, that is not the best.)
+    """
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-        if not best or not trainer.is_global_zero:
+        loggers = wandb_loggers(trainer.loggers)
+        if not best or not loggers or not trainer.is_global_zero:
             return
         import wandb
 
-        for logger in wandb_loggers(trainer.loggers):
+        checkpoint = read_checkpoint(Path(best))
+        lineage = checkpoint.get("lineage", {})
+        score = getattr(trainer.checkpoint_callback, "best_model_score", None)
+        metadata = {
+            "git_commit": lineage.get("git_commit"),
+            "data_hash": lineage.get("data_hash"),
+            "global_step": checkpoint.get("global_step"),
+            "monitor": getattr(trainer.checkpoint_callback, "monitor", None),
+            "best_model_score": None if score is None else float(score),
+        }
+        for logger in loggers:
             run = logger.experiment
-            artifact = wandb.Artifact(
-                f"model-{run.id}",
-                type="model",
-                metadata={k: v for k, v in self.lineage.items() if k != "config"},
-            )
+            artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata=metadata)
             artifact.add_file(best, name="best.ckpt")
             run.log_artifact(artifact, aliases=["best"])
             log.info("logged %s to W&B as artifact model-%s", best, run.id)

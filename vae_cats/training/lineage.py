@@ -80,6 +80,8 @@ def save_config_file(logger: Any, lineage: dict[str, Any]) -> None:
     if isinstance(logger, WandbLogger) and logger.experiment.dir:
         path = Path(logger.experiment.dir) / "lineage.yaml"
         path.write_text(OmegaConf.to_yaml(OmegaConf.create(lineage)))
+        # wandb-core uploads (and `wandb sync` replays) only the run files it was told of.
+        logger.experiment.save(str(path), base_path=logger.experiment.dir, policy="now")
 
 
 @rank_zero_only

@@ -16,7 +16,6 @@ from vae_cats.checkpoint import check_resumable, read_checkpoint
 from vae_cats.data.datamodule import CatFacesDataModule
 from vae_cats.training import config_check
 from vae_cats.training.callbacks import (
-    BestCheckpointArtifact,
     FiniteLossGuard,
     LineageCallback,
     RngStateCheckpoint,
@@ -118,7 +117,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         FiniteLossGuard(),
         LineageCallback(lineage),
         RngStateCheckpoint(),
-        BestCheckpointArtifact(lineage),
     ]
     loggers = instantiate_loggers(cfg.get("logger"), wandb_run_id)
     trainer: pl.Trainer = config_check.build(
