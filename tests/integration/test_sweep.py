@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.helpers import FAST_TRAIN_OVERRIDES, PROJECT_DIR, TRAIN_SCRIPT
+from vae_cats.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +45,9 @@ def results(sweep_dir: Path) -> list[dict]:
 def test_multirun_jobs_get_their_own_folders(tmp_path: Path) -> None:
     result = sweep(tmp_path / "sweep", "model.beta=1e-4,5e-4")
     assert result.returncode == 0, result.stderr[-3000:]
-    for job in ("0", "1"):
-        assert (tmp_path / "sweep" / job / "checkpoints" / "last.ckpt").is_file()
+    for job, beta in (("0", 1e-4), ("1", 5e-4)):
+        last = read_checkpoint(tmp_path / "sweep" / job / "checkpoints" / "last.ckpt")
+        assert last["global_step"] == 3 and last["lineage"]["config"]["model"]["beta"] == beta
     assert [r["status"] for r in results(tmp_path / "sweep")] == ["finished", "finished"]
 
 
