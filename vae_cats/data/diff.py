@@ -10,7 +10,9 @@
   rejected);
 - files newly rejected, by reason: rejected in NEW and not rejected for that reason in OLD
   (added files included), and files no longer rejected;
-- kept images whose split changed (the same pixels, by sha256, kept in both versions);
+- photos whose split changed: kept in both versions (the same photo: the same split key, the
+  smallest pixel sha256 among its copies; ``sha256`` in manifests that record no split key)
+  in another split;
 - duplicates that now straddle splits: a file dropped in NEW as a copy of a kept image,
   whose photo sat in another split in OLD (where it was kept itself, or a copy of an image
   of that split). A model trained on OLD has seen it in that split.
@@ -18,13 +20,13 @@
 Rules (the exit code is 1 when one fails):
 
 1. the kept images drop by at most ``MAX_KEPT_DROP`` (5%);
-2. no photo moves from train to test: neither a kept image nor a straddling duplicate (a
+2. no photo moves from train to test: neither a kept photo nor a straddling duplicate (a
    model trained on OLD would be scored on its own training images);
 3. no new rejection reason: every reason with files in NEW had files in OLD (a first
    corrupt or truncated file usually means a broken upload).
 
-The ingest's split is a seeded permutation of the sorted pixel hashes, so adding or removing
-any kept image reassigns splits, and rule 2 then fails: the diff says so before a model
+The ingest's split is a seeded permutation of the sorted split keys, so adding or removing
+any photo reassigns splits, and rule 2 then fails: the diff says so before a model
 trained on the old data is compared on the new test split.
 
 Manifests are read defensively: missing optional fields count as empty, unknown fields are
@@ -60,11 +62,12 @@ class DataVersion:
 
     Attributes:
         data_hash: The manifest's ``data_hash`` (None when absent).
-        kept: Kept images, pixel sha256 -> (file name, split).
+        kept: Kept photos, split key (else pixel sha256) -> (file name, split).
         split_of: Every file name that is kept or a dropped copy -> the split of its image.
         copies: Names dropped as exact or near duplicates -> the name of their kept image.
         rejected: Rejected file name -> reason (duplicates included, as the ingest lists them).
-        counts: The manifest's integer ``num_*`` fields.
+        counts: The manifest's integer ``num_*`` fields, and ``resized images`` when its
+            images record ``resized_from``.
         settings: The ingest settings in ``SETTINGS`` that the manifest records.
     """
 
@@ -157,23 +160,27 @@ def parse_manifest(manifest: Any, where: str = "manifest") -> DataVersion:
         if not isinstance(record, dict):
             raise ManifestError(f"{at} is not an object")
         name, sha, split = (_field(record, k, str, at) for k in ("name", "sha256", "split"))
-        kept[sha] = (name, split)
+        key = record.get("split_key")
+        kept[key if isinstance(key, str) else sha] = (name, split)
         split_of[name] = split
         for copy in _names(record, "duplicates", at) + _names(record, "near_duplicates", at):
             split_of[copy] = split
             copies[copy] = name
     data_hash = manifest.get("data_hash")
+    counts = {
+        k: v
+        for k, v in manifest.items()
+        if k.startswith("num_") and isinstance(v, int) and not isinstance(v, bool)
+    }
+    if any("resized_from" in r for r in manifest["images"]):
+        counts["resized images"] = sum(bool(r.get("resized_from")) for r in manifest["images"])
     return DataVersion(
         data_hash=data_hash if isinstance(data_hash, str) else None,
         kept=kept,
         split_of=split_of,
         copies=copies,
         rejected=_rejected(manifest.get("rejected"), where),
-        counts={
-            k: v
-            for k, v in manifest.items()
-            if k.startswith("num_") and isinstance(v, int) and not isinstance(v, bool)
-        },
+        counts=counts,
         settings={k: manifest[k] for k in SETTINGS if k in manifest},
     )
 
@@ -214,11 +221,16 @@ def _newly_rejected(old: DataVersion, new: DataVersion) -> dict[str, list[str]]:
 
 def _split_changes(old: DataVersion, new: DataVersion) -> list[dict[str, str]]:
     changes = []
-    for sha in sorted(old.kept.keys() & new.kept.keys()):
-        old_split, (new_name, new_split) = old.kept[sha][1], new.kept[sha]
+    for key in sorted(old.kept.keys() & new.kept.keys()):
+        old_split, (new_name, new_split) = old.kept[key][1], new.kept[key]
         if old_split != new_split:
             changes.append(
-                {"sha256": sha, "name": new_name, "old_split": old_split, "new_split": new_split}
+                {
+                    "split_key": key,
+                    "name": new_name,
+                    "old_split": old_split,
+                    "new_split": new_split,
+                }
             )
     return changes
 
@@ -258,7 +270,7 @@ def check_rules(diff: DataDiff, old: DataVersion, new: DataVersion) -> list[Rule
         Rule(
             "no image moves from train to test",
             kept_moves + copy_moves == 0,
-            f"{kept_moves} kept images, {copy_moves} straddling duplicates",
+            f"{kept_moves} photos, {copy_moves} straddling duplicates",
         ),
         Rule(
             "no new rejection reason",
@@ -342,7 +354,7 @@ def format_report(diff: DataDiff) -> str:
         ("files removed", diff.removed),
         *((f"newly rejected: {r}", names) for r, names in diff.newly_rejected.items()),
         ("no longer rejected", diff.no_longer_rejected),
-        ("kept images whose split changed", [c["name"] for c in diff.split_changes]),
+        ("photos whose split changed", [c["name"] for c in diff.split_changes]),
         *(
             (f"split {move}", [c["name"] for c in diff.split_changes if move == _move(c)])
             for move in diff.split_transitions
