@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vae_cats.data.ingest import SHARED_CATS64, ingest
+from vae_cats.data.ingest import ingest
+from vae_cats.data.sources import SHARED_CATS64
 
 
 def sequential_pil_loop(source: Path) -> tuple[int, int]:

@@ -5,7 +5,7 @@
 2. else the shared cats64 archive (../shared/datasets/cats64/cats64.tar);
 3. else the 1,024 faces bundled in the package.
 
-Archives are unpacked through the hardened reader of vae_cats.data.ingest: only regular image
+Archives are unpacked through the hardened reader of vae_cats.data.sources: only regular image
 files with safe names are written, never links or paths leaving data/raw. The script prints
 which source it used; it exits 2 with a one-line error when none works.
 """
@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vae_cats.data.ingest import BUNDLED_SAMPLE, DATA_RAW, SHARED_CATS64, read_source
+from vae_cats.data.sources import BUNDLED_SAMPLE, DATA_RAW, SHARED_CATS64, read_source
 from vae_cats.fileio import PROJECT_DIR
 
 PLACEHOLDER = "REPLACE_WITH_YOUR_FOLDER_ID"

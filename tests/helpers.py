@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from PIL import Image
 
-from vae_cats.data.ingest import BUNDLED_SAMPLE
+from vae_cats.data.sources import BUNDLED_SAMPLE
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = PROJECT_DIR / "vae_cats" / "train_model.py"
@@ -39,6 +40,13 @@ def bundled_members(count: int) -> list[tuple[str, bytes]]:
     with tarfile.open(BUNDLED_SAMPLE) as archive:
         members = [m for m in archive if m.isfile()][:count]
         return [(Path(m.name).name, archive.extractfile(m).read()) for m in members]  # type: ignore[union-attr]
+
+
+def image_bytes(image: Image.Image, image_format: str = "PNG", **params: Any) -> bytes:
+    """``image`` encoded in ``image_format`` (Pillow's save parameters in ``params``)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **params)
+    return buffer.getvalue()
 
 
 def make_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:

@@ -1,5 +1,6 @@
 """Cat-face data served to Lightning from memory; the ingest itself lives in
-``vae_cats.data.ingest``, the processed copy on disk in ``vae_cats.data.store``.
+``vae_cats.data.ingest``, its settings in ``vae_cats.data.settings``, the processed copy on
+disk in ``vae_cats.data.store``.
 
 ``CatFacesDataModule.prepare_data`` runs ``ingest`` (validate, deduplicate, split) once per
 source, source version and settings, into ``processed_dir/<source name>/``: ``images.pt`` (uint8
@@ -22,7 +23,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from vae_cats.data.ingest import check_settings, processed_subdir, resolve_source
+from vae_cats.data.ingest import processed_subdir
+from vae_cats.data.settings import IngestSettings
+from vae_cats.data.sources import resolve_source
 from vae_cats.data.store import load_splits, prepare, read_manifest
 from vae_cats.images import to_float
 
@@ -61,17 +64,18 @@ class CatFacesDataModule(pl.LightningDataModule):
         image_size: Side in pixels of the stored square images.
         seed: Seed of the split and of the training shuffle (the loader's own generator,
             whose state Lightning saves in checkpoints).
-        val_fraction: Share of distinct images used for validation.
-        test_fraction: Share of distinct images used for testing.
+        val_fraction: Share of distinct photos used for validation.
+        test_fraction: Share of distinct photos used for testing.
         batch_size: Images per batch.
         num_workers: DataLoader worker processes; 0 serves from the main process.
         flip_prob: Probability of a horizontal flip of each training image.
         wrong_size: What ingest does with images that are not ``image_size`` square:
-            ``"resize"`` (centre-crop and resize) or ``"reject"`` (exclude and report).
+            ``"resize"`` (centre-crop and resize, listed as resized) or ``"reject"``
+            (exclude and report).
 
     Raises:
         ValueError: If an argument is out of range (batch size, workers, flip probability,
-            and ``ingest.check_settings``: image size, fractions, ``wrong_size``).
+            and those of ``IngestSettings``: image size, seed, fractions, ``wrong_size``).
     """
 
     def __init__(
@@ -96,23 +100,22 @@ class CatFacesDataModule(pl.LightningDataModule):
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if not 0 <= flip_prob <= 1:
             raise ValueError(f"flip_prob must lie in [0, 1], got {flip_prob}")
-        check_settings(image_size, val_fraction, test_fraction, wrong_size)
+        self.settings = IngestSettings(
+            image_size=image_size,
+            seed=seed,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            wrong_size=wrong_size,
+        )
         self.source = resolve_source(source)
         self.processed_dir = processed_subdir(Path(processed_dir), self.source)
-        self.ingest_args: dict[str, Any] = {
-            "image_size": image_size,
-            "seed": seed,
-            "val_fraction": val_fraction,
-            "test_fraction": test_fraction,
-            "wrong_size": wrong_size,
-        }
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.flip = K.RandomHorizontalFlip(p=flip_prob)
         self.splits: dict[str, Tensor] = {}
 
     def prepare_data(self) -> None:
-        prepare(self.source, self.processed_dir, self.ingest_args)
+        prepare(self.source, self.processed_dir, self.settings)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -123,17 +126,23 @@ class CatFacesDataModule(pl.LightningDataModule):
             self.splits = load_splits(self.processed_dir)
 
     def _loader(self, split: str, shuffle: bool) -> StatefulDataLoader:
-        # A stateful loader: Lightning saves its position (and its own shuffle generator) in
-        # every checkpoint, so a mid-epoch resume serves exactly the batches the interrupted
-        # run had not reached yet.
-        return StatefulDataLoader(
+        # A stateful loader: Lightning saves its position (and its shuffle generator's state
+        # at the start of the epoch) in every checkpoint, so a mid-epoch resume serves exactly
+        # the batches the interrupted run had not reached yet.
+        loader = StatefulDataLoader(
             ImageTensorDataset(self.splits[split]),
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.ingest_args["seed"]),
+            generator=torch.Generator().manual_seed(self.settings.seed),
         )
+        # torch draws each epoch's worker base seed from loader.generator right after the
+        # sampler's permutation; a restored sampler replays the permutation but not that
+        # draw, so with one shared generator every epoch after a resume was shuffled
+        # differently. The base seeds get their own generator; the sampler keeps its own.
+        loader.generator = torch.Generator().manual_seed(self.settings.seed)
+        return loader
 
     def train_dataloader(self) -> StatefulDataLoader:
         return self._loader("train", shuffle=True)

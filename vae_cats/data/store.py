@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vae_cats.data.ingest import SPLITS, ingest, processed_subdir, resolve_source, source_stamp
+from vae_cats.data.ingest import INGEST_VERSION, SPLITS, ingest, processed_subdir
+from vae_cats.data.settings import IngestSettings
+from vae_cats.data.sources import resolve_source, source_stamp
 
 
 def read_manifest(processed: Path) -> dict[str, Any]:
@@ -28,20 +30,21 @@ def read_manifest(processed: Path) -> dict[str, Any]:
     return json.loads((processed / "manifest.json").read_text())
 
 
-def is_current(processed: Path, source: Path, ingest_args: dict[str, Any]) -> bool:
+def is_current(processed: Path, source: Path, settings: IngestSettings) -> bool:
     """Whether ``processed`` holds a complete ingest of ``source`` as it is now (same file
-    sizes and modification times) made with the same ``ingest_args``."""
+    sizes and modification times) made by this ingest version with the same settings."""
     if not ((processed / "manifest.json").is_file() and (processed / "images.pt").is_file()):
         return False
     manifest = read_manifest(processed)
     return (
-        all(manifest.get(k) == v for k, v in ingest_args.items())
+        all(manifest.get(k) == v for k, v in settings.as_dict().items())
+        and manifest.get("ingest_version") == INGEST_VERSION
         and manifest.get("source") == source.name
         and manifest.get("source_stamp") == source_stamp(source)
     )
 
 
-def prepare(source: Path, processed: Path, ingest_args: dict[str, Any]) -> dict[str, Any]:
+def prepare(source: Path, processed: Path, settings: IngestSettings) -> dict[str, Any]:
     """Ingest ``source`` into ``processed`` unless a current ingest is already there.
 
     Returns:
@@ -50,8 +53,8 @@ def prepare(source: Path, processed: Path, ingest_args: dict[str, Any]) -> dict[
     Raises:
         As ``vae_cats.data.ingest.ingest``.
     """
-    if not is_current(processed, source, ingest_args):
-        ingest(source, processed, **ingest_args)
+    if not is_current(processed, source, settings):
+        ingest(source, processed, settings)
     return read_manifest(processed)
 
 
@@ -74,8 +77,18 @@ def ingested_splits(source: str | None, seed: int = 42) -> dict[str, Tensor]:
     Raises:
         FileNotFoundError, ValueError: As ``ingest`` (the message names the source).
     """
+    return ingested(source, seed)[0]
+
+
+def ingested(source: str | None, seed: int = 42) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """``ingested_splits`` and the ingest's manifest, whose ``data_hash`` tells whether this is
+    the split a model's lineage names (so its test faces are ones it did not train on).
+
+    Raises:
+        FileNotFoundError, ValueError: As ``ingest`` (the message names the source).
+    """
     path = resolve_source(source)
     with tempfile.TemporaryDirectory() as tmp:
         processed = processed_subdir(Path(tmp), path)
-        prepare(path, processed, {"seed": seed})
-        return load_splits(processed)
+        manifest = prepare(path, processed, IngestSettings(seed=seed))
+        return load_splits(processed), manifest
