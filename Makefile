@@ -8,6 +8,7 @@ DEMO_DIR := outputs/demo
 .PHONY: install demo train test test-fast lint lock clean
 .PHONY: docs docker docker-predict docker-train docker-run-predict
 .PHONY: data bench bench-ingest
+.PHONY: test-latest profile
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,11 @@ test: $(STAMP)  ## the whole test suite, real training included, with coverage o
 
 test-fast: $(STAMP)  ## tests under about 10 s each
 	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not slow"
+
+# Needs only python3: the newest releases go into their own venv, never into .venv.
+LATEST_PYTEST_ARGS ?= -m "not slow and not container"
+test-latest:  ## fast tests against the newest releases of the direct deps (in .venv-latest): which upgrade broke what
+	$(PYTHON) scripts/test_latest.py --venv .venv-latest --pytest-args '$(LATEST_PYTEST_ARGS)'
 
 lint: $(STAMP)
 	$(BIN)/ruff check vae_cats tests
@@ -79,3 +85,8 @@ bench: $(STAMP)  ## score checkpoints on the cats64 test split into outputs/benc
 
 bench-ingest: $(STAMP)  ## hardened ingest of cats64 against a sequential PIL loop: prints a table
 	$(BIN)/python benchmarks/bench_ingest.py --repeat 3
+
+PROFILE_EXP ?= exp1
+PROFILE_STEPS ?= 20
+profile: $(STAMP)  ## PROFILE_STEPS training steps of PROFILE_EXP under torch.profiler: outputs/profile/<exp>/{trace.json,profile.md}
+	$(BIN)/python benchmarks/profile_train.py --experiment $(PROFILE_EXP) --steps $(PROFILE_STEPS) $(PROFILE_ARGS)
