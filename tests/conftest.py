@@ -25,10 +25,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _offline_wandb() -> None:
+def _offline_wandb(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["WANDB_MODE"] = "offline"
     os.environ.pop("WANDB_API_KEY", None)
     os.environ.setdefault("WANDB_SILENT", "true")
+    # Offline runs stage each logged checkpoint (tens of MB) under $WANDB_DATA_DIR until
+    # `wandb sync`: keep the tests' copies out of the home folder.
+    os.environ["WANDB_DATA_DIR"] = str(tmp_path_factory.mktemp("wandb_data"))
 
 
 @pytest.fixture

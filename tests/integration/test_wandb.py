@@ -9,6 +9,7 @@ import base64
 import hashlib
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,10 @@ def test_best_checkpoint_is_logged_as_an_artifact(
     (entry,) = artifact.manifest.contents
     md5 = base64.b64encode(hashlib.md5(best.read_bytes()).digest()).decode()
     assert (entry.path, entry.size, entry.digest) == ("best.ckpt", best.stat().st_size, md5)
+    # The copy `wandb sync` uploads, staged under $WANDB_DATA_DIR (a temporary one in tests).
+    staged = Path(entry.local_path)
+    assert staged.is_relative_to(os.environ["WANDB_DATA_DIR"])
+    assert staged.read_bytes() == best.read_bytes()
     metadata = json.loads(artifact.metadata)
     val_loss = [row["val/loss"] for row in history if "val/loss" in row]
     assert metadata == {
