@@ -196,10 +196,15 @@ async function upload(file) {
     $("upload-psnr").textContent = `${fmt(body.psnr, 1)} dB`;
     const drift = body.drift;
     const verdict = $("upload-verdict");
-    verdict.textContent = drift.is_outlier
-      ? `Unlike the training data: score ${fmt(drift.score)}, threshold ${fmt(drift.threshold)}.`
-      : "Looks like the training cats.";
-    verdict.classList.toggle("outlier", drift.is_outlier);
+    if (!drift) {
+      verdict.textContent = "No drift verdict: this model stores no drift statistics.";
+    } else if (drift.is_outlier) {
+      verdict.textContent = `Unlike the training data: score ${fmt(drift.score)}, `
+        + `threshold ${fmt(drift.threshold)}.`;
+    } else {
+      verdict.textContent = "Looks like the training cats.";
+    }
+    verdict.classList.toggle("outlier", Boolean(drift?.is_outlier));
     state.upload = { image: body.original, latent: body.latent, name: file.name };
     $("upload-result").hidden = false;
     setStatus("upload", `Reconstructed ${file.name}.`);
@@ -287,6 +292,7 @@ function gaussian() {
 }
 
 function exploreFrom(latent, label) {
+  if (!state.model?.latent_directions) return; // GET /model has not answered (yet)
   state.explorerBase = [...latent];
   setSliders(sliders().map(() => 0));
   setStatus("explorer", `Starting from ${label}.`);
@@ -373,8 +379,10 @@ function showModel(model) {
     ["Test metrics", metrics.join(", ") || "none recorded"],
     ["Samplers", `${model.samplers.map(samplerLabel).join(", ")} `
       + `(default ${samplerLabel(model.default_sampler)})`],
-    ["Drift threshold", `${fmt(model.drift.threshold)} `
-      + `(false alarm rate ${model.drift.false_alarm_rate})`],
+    ["Drift check", model.drift
+      ? `${model.drift.score}: threshold ${fmt(model.drift.threshold)} `
+        + `(false alarm rate ${model.drift.false_alarm_rate})`
+      : "this model stores no drift statistics"],
     ["Data hash", model.data_hash ?? "unknown"],
     ["Git commit", model.git_commit ?? "unknown"],
   ]);
@@ -424,7 +432,14 @@ async function start() {
   try {
     state.model = await api("/model");
     showModel(state.model);
-    setupExplorer(state.model);
+    if (state.model.latent_directions) {
+      setupExplorer(state.model);
+    } else {
+      setStatus("explorer", "This model stores no latent directions to explore.");
+      for (const id of ["dialog-explore", "upload-explore", "explorer-reset", "explorer-random"]) {
+        $(id).hidden = true;
+      }
+    }
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
     showError("model", error);
