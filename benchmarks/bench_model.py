@@ -56,6 +56,7 @@ from vae_cats.images import make_grid, save_png, to_float
 from vae_cats.losses import kl_divergence, ssim
 from vae_cats.model import BaseVAE
 from vae_cats.samplers import GaussianMixtureSampler, NormalSampler
+from vae_cats.training.lit_module import VAELitModule
 
 NUM_SAMPLES = 256
 NEAREST = 32
@@ -125,6 +126,9 @@ def speed_figures(
     config: dict[str, Any], datamodule: CatFacesDataModule, out: Path
 ) -> dict[str, float]:
     cfg = OmegaConf.create(config)
+    # Every lit_module config builds VAELitModule; checkpoints made before the package was
+    # re-laid out (the shipped model among them) name its old path, vae_cats.lit_module.
+    cfg.lit_module._target_ = f"{VAELitModule.__module__}.{VAELitModule.__name__}"
     module = instantiate(cfg.lit_module, net=instantiate(cfg.model))
     precision = str(cfg.trainer.precision)
     # The profiler's own report goes to a file; this script prints the figures it needs.

@@ -174,17 +174,19 @@ def split_warning(source: str, manifest: dict[str, Any], lineage: dict[str, Any]
 @dataclass
 class Faces:
     """Real faces for predict: test faces to reconstruct and interpolate, where they came
-    from, and training faces for what the checkpoint lacks (None when not needed)."""
+    from, training faces for what the checkpoint lacks (None when not needed), and why the
+    test faces may include training faces of the model (None when they do not)."""
 
     test: Tensor
     origin: str
     train: Tensor | None
+    warning: str | None = None
 
 
 def load_faces(args: argparse.Namespace, checkpoint: dict[str, Any], seed: int) -> Faces:
     """Test faces the model did not train on when it can tell: those stored in a packaged
     checkpoint unless ``--images`` is given, else the test split of ``--images`` (or of the
-    bundled sample), with a warning on stderr unless the data hash matches the lineage."""
+    bundled sample), with a warning unless the data hash matches the lineage."""
     needs_train = needs_training_faces(args, checkpoint)
     stored: Tensor | None = None if args.images else checkpoint.get("test_faces")
     if stored is not None and not needs_train:
@@ -196,10 +198,9 @@ def load_faces(args: argparse.Namespace, checkpoint: dict[str, Any], seed: int) 
         return Faces(stored, stored_origin(checkpoint), train)
     name = resolve_source(images).name
     warning = split_warning(name, manifest, checkpoint.get("lineage", {}))
-    if warning:
-        print(f"predict_model: warning: {warning}", file=sys.stderr)
     which = "not the model's own split" if warning else "the model's own test split"
-    return Faces(splits["test"], f"the test split of {name} (seed {seed}; {which})", train)
+    origin = f"the test split of {name} (seed {seed}; {which})"
+    return Faces(splits["test"], origin, train, warning)
 
 
 def stored_origin(checkpoint: dict[str, Any]) -> str:
@@ -268,6 +269,9 @@ def predict(args: argparse.Namespace) -> int:
         raise InputError(f"--sampler {err}: use --sampler normal or more --images") from err
     pca = traversal_pca(net, checkpoint, faces) if args.traverse else None
     x = to_float(faces.test[: args.num_recon])
+    # Every check has passed: from here on, only writing.
+    if faces.warning:
+        print(f"predict_model: warning: {faces.warning}", file=sys.stderr)
     if len(x) < args.num_recon:
         print(f"--num-recon {args.num_recon}: only {len(x)} test faces available")
     remove_stale(args)

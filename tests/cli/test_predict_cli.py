@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import os
+import stat
+import warnings
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from torchvision.io import read_image
 
 from tests.helpers import bundled_members, run_predict, wandb_history
 from vae_cats.checkpoint import read_checkpoint
+from vae_cats.predict_model import SHIPPED_MODEL
 from vae_cats.predict_model import main as predict_main
 
 pytestmark = pytest.mark.slow
@@ -103,35 +105,6 @@ def test_predict_gmm_interpolate_and_traverse(trained_run: Path, tmp_path: Path)
     assert read_image(str(out / "traversal.png")).shape == (3, 2 + 8 * 66, 2 + 9 * 66)
 
 
-def test_package_model_then_predict_uses_its_mixture(trained_run: Path, tmp_path: Path) -> None:
-    slim = tmp_path / "slim.ckpt"
-    package = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vae_cats.package_model",
-            "--model",
-            str(trained_run / "checkpoints" / "best.ckpt"),
-            "--out",
-            str(slim),
-            "--components",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert package.returncode == 0, package.stderr[-3000:]
-    checkpoint = read_checkpoint(slim)
-    assert set(checkpoint) == {"net_config", "state_dict", "lineage", "gmm_sampler"}
-    assert slim.stat().st_size < (trained_run / "checkpoints" / "best.ckpt").stat().st_size
-    result = run_predict(
-        "--model", str(slim), "--n", "4", "--no-wandb", "--out", str(tmp_path / "o")
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Gaussian mixture stored in the checkpoint" in result.stdout
-
-
 def test_predict_without_model_uses_the_shipped_model(tmp_path: Path) -> None:
     result = run_predict("--n", "4", "--no-wandb", "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -142,12 +115,15 @@ def test_predict_without_model_uses_the_shipped_model(tmp_path: Path) -> None:
 
 
 def test_shipped_model_is_small_and_carries_its_sampler_and_lineage() -> None:
-    from vae_cats.predict_model import SHIPPED_MODEL
-
     assert SHIPPED_MODEL.stat().st_size <= 15_000_000
     checkpoint = read_checkpoint(SHIPPED_MODEL)
-    assert "gmm_sampler" in checkpoint
+    assert {"gmm_sampler", "latent_pca", "test_faces", "test_faces_source"} <= set(checkpoint)
     assert {"config", "git_commit", "data_hash"} <= set(checkpoint["lineage"])
+    # Its test faces come from the split its lineage names: the one it did not train on.
+    assert checkpoint["test_faces_source"]["data_hash"] == checkpoint["lineage"]["data_hash"]
+    assert checkpoint["test_faces_source"]["source"] == "cats64.tar"
+    assert checkpoint["test_faces"].dtype == torch.uint8
+    assert checkpoint["test_faces"].shape == (32, 3, 64, 64)
 
 
 @pytest.mark.parametrize(
@@ -158,6 +134,8 @@ def test_shipped_model_is_small_and_carries_its_sampler_and_lineage() -> None:
         ("images_too_few_to_interpolate", "few"),
         ("images_too_few_for_the_mixture", "--sampler gmm"),
         ("out_is_a_file", "--out"),
+        ("out_unwritable", "--out /proc/nope"),
+        ("out_under_a_file", "--out"),
         ("model_is_a_folder", "is a folder"),
     ],
 )
@@ -190,13 +168,17 @@ def test_bad_input_is_one_line_and_exit_2(
             str(trained_run / "checkpoints" / "best.ckpt"),
         ],
         "out_is_a_file": ["--out", str(tmp_path / "a_file")],
+        "out_unwritable": ["--out", "/proc/nope"],
+        "out_under_a_file": ["--out", str(tmp_path / "a_file" / "sub")],
         "model_is_a_folder": ["--model", str(tmp_path)],
     }[case]
     code = predict_main(["--out", str(out), "--no-wandb", *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("predict_model: error:") and named in err[0]
+    assert err[0].count(named) == 1  # the missing source was named twice
     assert not (out / "samples.png").exists()
+    assert not Path("/proc/nope").exists()
 
 
 def test_a_smaller_n_leaves_no_stale_single_pngs(trained_run: Path, tmp_path: Path) -> None:
@@ -207,3 +189,135 @@ def test_a_smaller_n_leaves_no_stale_single_pngs(trained_run: Path, tmp_path: Pa
     assert sorted(p.name for p in (out / "samples").iterdir()) == [
         f"sample_{i:03d}.png" for i in range(5)
     ]
+
+
+def cells(grid: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """The (rows, cols, 3, 64, 64) images of a ``make_grid`` picture (2-pixel gaps)."""
+    return torch.stack(
+        [
+            torch.stack(
+                [grid[:, 2 + r * 66 : 66 + r * 66, 2 + c * 66 : 66 + c * 66] for c in range(cols)]
+            )
+            for r in range(rows)
+        ]
+    )
+
+
+def test_shipped_model_reconstructs_its_own_test_faces(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """By default the faces reconstructed are the test faces stored in the shipped model (its
+    own cats64 test split), not the bundled sample's split that overlaps its training set."""
+    out = tmp_path / "out"
+    assert predict_main(["--n", "2", "--num-recon", "8", "--out", str(out), "--no-wandb"]) == 0
+    captured = capsys.readouterr()
+    assert "from the model's own test split (cats64.tar, seed 42)" in captured.out
+    assert "warning" not in captured.err
+    stored = read_checkpoint(SHIPPED_MODEL)["test_faces"]
+    grid = read_image(str(out / "reconstructions.png"))
+    assert grid.shape == (3, 2 + 2 * 66, 2 + 8 * 66)
+    assert torch.equal(cells(grid, 1, 8)[0], stored[:8])  # row 1: exactly those faces
+
+
+def test_images_of_another_split_reconstruct_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["--images", "bundled", "--n", "2", "--num-recon", "4", "--out", str(out)]
+    assert predict_main([*args, "--no-wandb"]) == 0
+    captured = capsys.readouterr()
+    warning = captured.err.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith("predict_model: warning: cats_sample.tar")
+    assert "not the one the model trained on" in warning[0]
+    assert "the test split of cats_sample.tar (seed 42; not the model's own split)" in captured.out
+
+
+def test_one_face_with_interpolate_and_traverse_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--num-recon 1 once crashed --interpolate after samples.png was written, and made
+    --traverse take a std over one code; interpolation now draws its own pairs of test faces
+    and traversal the principal components of the training means."""
+    out = tmp_path / "out"
+    args = ["--num-recon", "1", "--interpolate", "--traverse", "--n", "2", "--out", str(out)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # std() of one value warned
+        assert predict_main([*args, "--no-wandb"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert read_image(str(out / "reconstructions.png")).shape == (3, 2 + 2 * 66, 2 + 66)
+    interpolation = read_image(str(out / "interpolation.png"))
+    assert interpolation.shape == (3, 2 + 4 * 66, 2 + 8 * 66)
+    stored = read_checkpoint(SHIPPED_MODEL)["test_faces"]
+    rows = cells(interpolation, 4, 8).float()
+    # each row runs from (the reconstruction of) one stored face to the next one
+    assert (rows[0, 0] - stored[0].float()).abs().mean() < (
+        rows[0, 0] - stored[1].float()
+    ).abs().mean()
+    assert read_image(str(out / "traversal.png")).shape == (3, 2 + 8 * 66, 2 + 9 * 66)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--n", "0"),
+        ("--n", "10001"),
+        ("--seed", "-1"),
+        ("--seed", str(2**32)),
+        ("--num-recon", "0"),
+        ("--num-recon", "257"),
+    ],
+)
+def test_out_of_range_options_exit_2_before_any_work(
+    option: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        predict_main([option, value, "--out", str(out), "--no-wandb"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2
+    assert err[0].startswith("usage: predict_model") and option in err[-1] and value in err[-1]
+    assert not out.exists()
+
+
+def test_large_n_caps_the_grid_and_writes_every_single_png(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert predict_main(["--n", "300", "--out", str(out), "--no-wandb"]) == 0
+    assert "the grid shows the first 256" in capsys.readouterr().out
+    singles = sorted((out / "samples").glob("sample_*.png"))
+    assert [p.name for p in singles[:2]] == ["sample_000.png", "sample_001.png"]
+    assert len(singles) == 300 and singles[-1].name == "sample_299.png"
+    grid = read_image(str(out / "samples.png"))
+    assert grid.shape == (3, 2 + 32 * 66, 2 + 8 * 66)  # 256 of 300, not 38 rows
+    assert torch.equal(cells(grid, 32, 8)[31, 7], read_image(str(singles[255])))
+
+
+def test_rerun_without_options_removes_their_stale_pictures(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    base = ["--n", "2", "--out", str(out), "--no-wandb"]
+    assert predict_main([*base, "--interpolate", "--traverse"]) == 0
+    assert (out / "interpolation.png").is_file() and (out / "traversal.png").is_file()
+    assert predict_main([*base, "--traverse"]) == 0
+    assert not (out / "interpolation.png").exists() and (out / "traversal.png").is_file()
+    assert predict_main(base) == 0
+    assert not (out / "traversal.png").exists() and (out / "samples.png").is_file()
+
+
+def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        predict_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 0
+    assert "(default: 64)" in text and "(default: outputs/predict)" in text
+
+
+def test_pngs_are_readable_by_others_under_umask_022(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    previous = os.umask(0o022)
+    try:
+        assert predict_main(["--n", "2", "--out", str(out), "--no-wandb"]) == 0
+    finally:
+        os.umask(previous)
+    for path in (out / "samples.png", out / "samples" / "sample_000.png"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644

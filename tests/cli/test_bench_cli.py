@@ -1,0 +1,77 @@
+"""benchmarks/bench_model.py as ``make bench`` runs it: one-line refusals, one table with its
+header first, outputs outside the tracked reports/, a warning for another split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import PROJECT_DIR
+from vae_cats.predict_model import SHIPPED_MODEL
+
+BENCH_SCRIPT = PROJECT_DIR / "benchmarks" / "bench_model.py"
+REPORTS = PROJECT_DIR / "reports"
+
+
+def run_bench(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(BENCH_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+def reports_state() -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in REPORTS.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("case", "named"),
+    [
+        ("missing_checkpoint", "no such checkpoint file"),
+        ("no_name", "give NAME=PATH"),
+        ("same_name_twice", "given twice"),
+        ("unwritable_out", "--out /proc/nope: cannot write"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(case: str, named: str, tmp_path: Path) -> None:
+    shipped = f"shipped={SHIPPED_MODEL}"
+    args = {
+        "missing_checkpoint": ["--run", f"x={tmp_path / 'missing.ckpt'}"],
+        "no_name": ["--run", str(SHIPPED_MODEL)],
+        "same_name_twice": ["--run", shipped, "--run", shipped],
+        "unwritable_out": ["--run", shipped, "--out", "/proc/nope"],
+    }[case]
+    result = run_bench(*args, cwd=tmp_path, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2
+    assert len(lines) == 1 and lines[0].startswith("bench_model: error:") and named in lines[0]
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "data").exists()
+
+
+@pytest.mark.slow
+def test_bench_prints_one_table_and_keeps_reports_untouched(tmp_path: Path) -> None:
+    """The shipped model on the bundled sample's test split (not its own: a warning), run
+    from another folder with the default --out: outputs/bench/ there, reports/ unchanged."""
+    before = reports_state()
+    result = run_bench("--run", f"shipped={SHIPPED_MODEL}", "--source", "bundled", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    assert table[0].startswith("| run | ssim |") and table[1].startswith("|---|")
+    assert len(table) == 3 and table[2].startswith("| shipped |")
+    assert sum(line.startswith("| run |") for line in table) == 1
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "run shipped" in warnings[0]
+    assert "not its own test split" in warnings[0]
+    out = tmp_path / "outputs" / "bench"
+    (row,) = json.loads((out / "benchmark.json").read_text())
+    assert row["run"] == "shipped" and row["same_split"] is False and 0 < row["ssim"] < 1
+    assert (out / "samples_shipped_gmm.png").is_file()
+    assert reports_state() == before

@@ -1,0 +1,149 @@
+"""package_model as a user runs it: refusals before any work, slim models that keep their
+weights, and test faces the model did not train on."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import read_image
+
+from tests.helpers import PROJECT_DIR, run_predict
+from vae_cats.checkpoint import read_checkpoint
+from vae_cats.data.store import ingested
+from vae_cats.package_model import main as package_main
+from vae_cats.predict_model import SHIPPED_MODEL
+
+
+def run_package(*args: str, umask: int = 0o022) -> subprocess.CompletedProcess[str]:
+    """``python -m vae_cats.package_model ARGS`` as a real subprocess under ``umask``."""
+    return subprocess.run(
+        [sys.executable, "-m", "vae_cats.package_model", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=PROJECT_DIR,
+        preexec_fn=lambda: os.umask(umask),
+    )
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pixel_hashes(images: torch.Tensor) -> set[str]:
+    return {hashlib.sha256(image.numpy().tobytes()).hexdigest() for image in images}
+
+
+def test_package_without_out_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    before = sha256(SHIPPED_MODEL)
+    with pytest.raises(SystemExit) as exit_info:
+        package_main(["--model", str(SHIPPED_MODEL)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2
+    assert err[0].startswith("usage: package_model") and "--out" in err[-1]
+    assert sha256(SHIPPED_MODEL) == before
+
+
+def test_existing_out_without_force_is_refused_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mine.ckpt"
+    out.write_bytes(b"someone's model\n" * 1000)
+    before = out.read_bytes()
+    assert package_main(["--model", str(SHIPPED_MODEL), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--out {out}" in err[0] and "--force" in err[0]
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["/proc/x.ckpt", "under_a_file/x.ckpt"])
+def test_unwritable_out_is_refused_before_any_work(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The --out check comes first: a missing --source (read later) is not what is named."""
+    (tmp_path / "under_a_file").write_text("")
+    out = Path(where) if where.startswith("/") else tmp_path / where
+    args = ["--model", str(SHIPPED_MODEL), "--out", str(out), "--source", str(tmp_path / "nope")]
+    assert package_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"package_model: error: --out {out}: cannot write")
+    assert not out.exists()
+
+
+def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        package_main(["--help"])
+    assert "(default: 32)" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.slow
+def test_repackaging_the_shipped_model_keeps_weights_and_mixture(tmp_path: Path) -> None:
+    """A slim model packages again (here on the bundled sample, another split than its own):
+    weights and mixture bit-identical, principal components added, no test faces stored
+    (the split is not its own), and the file readable by others under umask 022."""
+    out = tmp_path / "again.ckpt"
+    result = run_package(
+        "--model", str(SHIPPED_MODEL), "--out", str(out), "--source", "bundled", umask=0o022
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert str(out.resolve()) in result.stdout and "mixture kept" in result.stdout
+    (warning,) = result.stderr.strip().splitlines()
+    assert "not the one the model trained on" in warning and "storing no test faces" in warning
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    old, new = read_checkpoint(SHIPPED_MODEL), read_checkpoint(out)
+    assert new["state_dict"].keys() == old["state_dict"].keys()
+    for key, value in old["state_dict"].items():
+        assert new["state_dict"][key].dtype == torch.float16
+        assert torch.equal(new["state_dict"][key], value), key
+    assert all(torch.equal(new["gmm_sampler"][k], v) for k, v in old["gmm_sampler"].items())
+    assert new["lineage"] == old["lineage"] and new["net_config"] == old["net_config"]
+    assert new["latent_pca"]["components"].shape == (256, 256)
+    assert "test_faces" not in new
+    assert out.stat().st_size <= 15_000_000
+
+
+@pytest.mark.slow
+def test_package_stores_own_test_faces_and_predict_reconstructs_them(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """A model trained on the bundled sample carries faces of that split's test part (none of
+    its training faces) and predict reconstructs exactly those by default."""
+    slim = tmp_path / "slim.ckpt"
+    result = run_package(
+        "--model", str(trained_run / "checkpoints" / "best.ckpt"), "--out", str(slim),
+        "--components", "3",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "32 of its 102 test faces stored" in result.stdout
+    checkpoint = read_checkpoint(slim)
+    assert set(checkpoint) == {
+        "net_config", "state_dict", "lineage", "gmm_sampler", "latent_pca", "test_faces",
+        "test_faces_source",
+    }  # fmt: skip
+    assert slim.stat().st_size < (trained_run / "checkpoints" / "best.ckpt").stat().st_size
+    faces = checkpoint["test_faces"]
+    assert faces.dtype == torch.uint8 and faces.shape == (32, 3, 64, 64)
+    source = checkpoint["test_faces_source"]
+    assert source["data_hash"] == checkpoint["lineage"]["data_hash"]
+    assert source["source"] == "cats_sample.tar" and source["split"] == "test"
+    splits, _ = ingested("bundled", source["seed"])
+    assert pixel_hashes(faces) <= pixel_hashes(splits["test"])
+    assert not pixel_hashes(faces) & pixel_hashes(splits["train"])
+
+    out = tmp_path / "predict"
+    predicted = run_predict(
+        "--model", str(slim), "--n", "4", "--num-recon", "8", "--no-wandb", "--out", str(out)
+    )
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert "Gaussian mixture stored in the checkpoint" in predicted.stdout
+    assert "from the model's own test split (cats_sample.tar, seed 42)" in predicted.stdout
+    grid = read_image(str(out / "reconstructions.png"))
+    for i in range(8):
+        assert torch.equal(grid[:, 2:66, 2 + 66 * i : 66 + 66 * i], faces[i])
