@@ -14,6 +14,7 @@ from omegaconf import DictConfig, open_dict
 
 from tests.helpers import EXPERIMENTS, FAST_TRAIN_OVERRIDES, PROJECT_DIR, run_train
 from vae_cats.checkpoint import load_vae
+from vae_cats.training.config_check import check_config
 from vae_cats.training.lineage import register_resolvers
 
 CONF = PROJECT_DIR / "conf"
@@ -33,6 +34,7 @@ def compose_config(tmp_path: Path, *overrides: str) -> DictConfig:
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_config_composes_and_instantiates(experiment: str, tmp_path: Path) -> None:
     cfg = compose_config(tmp_path, f"experiments={experiment}")
+    check_config(cfg)
     net = instantiate(cfg.model)
     module = instantiate(cfg.lit_module, net=net)
     assert module.net is net
@@ -53,6 +55,7 @@ def test_every_group_option_composes(override: str, tmp_path: Path) -> None:
     cfg = compose_config(tmp_path, override)
     group, _, option = override.partition("=")
     assert cfg[group] is not None, option
+    check_config(cfg)  # root keys, group shapes, optimized_metric, output folders
 
 
 @pytest.mark.slow

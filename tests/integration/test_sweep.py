@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import yaml
 
 from tests.helpers import FAST_TRAIN_OVERRIDES, PROJECT_DIR, TRAIN_SCRIPT
 from vae_cats.checkpoint import read_checkpoint
+from vae_cats.training.config_check import VAL_METRICS
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +71,27 @@ def test_optuna_sweep_records_a_diverged_trial_and_names_the_best(tmp_path: Path
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert best["best_params"] == {"lit_module.optimizer.lr": 0.001}
     assert best["best_value"] == pytest.approx(by_lr["lit_module.optimizer.lr=0.001"]["val/ssim"])
+
+
+def test_optuna_sweep_optimises_the_configured_metric(tmp_path: Path) -> None:
+    """optimized_metric=val/psnr: the trial returns PSNR (dB, the value the CSV logger wrote
+    for that validation), not the SSIM that used to be hard-coded."""
+    sweep_dir = tmp_path / "sweep"
+    result = sweep(
+        sweep_dir,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=1",
+        "optimized_metric=val/psnr",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [record] = results(sweep_dir)
+    assert record["status"] == "finished" and record["optimized_metric"] == "val/psnr"
+    with next((sweep_dir / "0" / "csv").glob("version_*/metrics.csv")).open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert set(VAL_METRICS) <= set(rows[0])  # every metric a sweep may name is logged
+    logged_psnr = [float(row["val/psnr"]) for row in rows if row["val/psnr"]]
+    ssim = [float(row["val/ssim"]) for row in rows if row["val/ssim"]]
+    assert record["val/psnr"] == pytest.approx(logged_psnr[-1])
+    assert record["val/psnr"] > 1.0 >= ssim[-1]  # dB, not an SSIM
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(record["val/psnr"])

@@ -1,27 +1,56 @@
 """Refusing a bad training config before anything trains, with one line naming the key.
 
 One place per concern: the constructors (``ConvVAE``, ``VAELitModule``, torch optimisers,
-``Trainer``) are the schema. Their type hints give the types, checked here against the
-config before instantiation; their own ``ValueError``s give the allowed values, raised when
-``preflight`` builds the model, optimiser and scheduler once before training; this module
-only turns either into ``ConfigError("<full.key>: <what is wrong>")``.
+``Trainer``) are the schema of the group nodes. Their type hints give the types, checked
+here against the config before instantiation; their own ``ValueError``s give the allowed
+values, raised when ``training.train`` builds the model, optimiser and scheduler once
+before training; this module only turns either into ``ConfigError("<full.key>: <what is
+wrong>")``. The root keys of ``conf/train_model.yaml``, the shape of each group, the
+optimised metric and every output folder are checked by ``check_config`` before that.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
+import sys
+import tempfile
 import types
 import typing
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, ListConfig
 
 _SIMPLE = (bool, int, float, str, type(None), list, tuple, dict)
-_ROOT_TYPES: dict[str, Any] = {"seed": int, "resume": bool, "test": bool, "ckpt_path": str | None}
+# Every root key of conf/train_model.yaml and its type; any other root key is refused.
+_ROOT_TYPES: dict[str, Any] = {
+    "seed": int,
+    "tags": list,
+    "ckpt_path": str | None,
+    "resume": bool,
+    "checkpoint_dir": str,
+    "test": bool,
+    "optimized_metric": str,
+    "hparams_search": dict | None,
+}
+# Groups building one object (a ``_target_`` node), and groups of named optional objects.
+OBJECT_GROUPS = ("data", "model", "lit_module", "trainer")
+LIST_GROUPS = ("callbacks", "logger")
+# What ``train_model.main`` may return for a sweeper: the validation metrics VAELitModule
+# logs every epoch, each with the direction that improves it. Test metrics are left out on
+# purpose: a search tuned on the test split would report an optimistic score.
+VAL_METRICS = {
+    "val/ssim": "maximize",
+    "val/psnr": "maximize",
+    "val/loss": "minimize",
+    "val/recon_loss": "minimize",
+    "val/kl": "minimize",
+}
 
 
 class ConfigError(ValueError):
@@ -102,7 +131,7 @@ def check_types(node: DictConfig, key: str) -> None:
 
 
 def check_root(cfg: DictConfig) -> None:
-    """Types of the root keys (``seed``, ``resume``, ``test``, ``ckpt_path``)."""
+    """Types of the root keys (``seed``, ``resume``, ``test``, ``ckpt_path``, ...)."""
     for name, hint in _ROOT_TYPES.items():
         if name in cfg and _matches(cfg[name], hint) is False:
             raise ConfigError(f"{name}: expected {_type_name(hint)}, got {cfg[name]!r}")
@@ -147,3 +176,152 @@ def call(node: DictConfig, key: str, factory: Callable[..., Any], **kwargs: Any)
     except (ValueError, TypeError) as err:
         message = str(err).strip().splitlines()[0]
         raise ConfigError(f"{_full_key(node, key, message)}: {message}") from None
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Root keys and group shapes: no key outside ``_ROOT_TYPES`` and the groups; each object
+    group a ``_target_`` node; each entry of ``callbacks`` and ``logger`` a ``_target_`` node
+    or null; ``hparams_search`` only its ``name``.
+
+    Raises:
+        ConfigError: Naming the first unknown or misshapen key.
+    """
+    known = [*_ROOT_TYPES, *OBJECT_GROUPS, *LIST_GROUPS]
+    for name in map(str, cfg):
+        if name not in known and name != "hydra":  # hydra: present in composed test configs
+            raise ConfigError(f"{name}: unknown key (root keys are: {', '.join(known)})")
+    for group in OBJECT_GROUPS:
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(f"{group}: expected a config node with _target_, got {node!r}")
+    for group in LIST_GROUPS:
+        node = cfg.get(group)
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"{group}: expected named nodes with _target_, got {node!r}")
+        for name in map(str, node):
+            entry = node[name]
+            if entry is not None and not (isinstance(entry, DictConfig) and "_target_" in entry):
+                raise ConfigError(
+                    f"{group}.{name}: expected a node with _target_ (or null), got {entry!r}"
+                )
+    search = cfg.get("hparams_search")
+    for name in map(str, search or {}):
+        if name != "name":
+            raise ConfigError(f"hparams_search.{name}: unknown key (hparams_search takes: name)")
+
+
+def check_optimized_metric(metric: Any, direction: Any = None) -> None:
+    """``optimized_metric`` names a validation metric the module logs, and a sweeper's
+    ``direction`` (``maximize``/``minimize``, when it has one) improves it.
+
+    Raises:
+        ConfigError: Naming ``optimized_metric`` or ``hydra.sweeper.direction``.
+    """
+    if metric not in VAL_METRICS:
+        raise ConfigError(
+            f"optimized_metric: {metric!r} is not a logged validation metric "
+            f"(choose one of: {', '.join(VAL_METRICS)})"
+        )
+    if isinstance(direction, str) and direction != VAL_METRICS[metric]:
+        raise ConfigError(
+            f"hydra.sweeper.direction: {direction} would make {metric} worse "
+            f"({VAL_METRICS[metric]} it, or optimise another metric)"
+        )
+
+
+def check_writable(key: str, folder: str | Path) -> None:
+    """``folder`` exists as a folder, or can be created: a folder is made and removed in its
+    nearest existing ancestor (a real write, since permission bits do not bind root and do
+    not describe read-only mounts or /proc). Nothing is left behind.
+
+    Raises:
+        ConfigError: Naming ``key`` and the folder that cannot be written.
+    """
+    path = Path(folder).absolute()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}: cannot write {path}: {existing} is a file, not a folder")
+    try:
+        tempfile.TemporaryDirectory(dir=existing, prefix=".write-check-").cleanup()
+    except OSError as err:
+        raise ConfigError(
+            f"{key}: cannot write {path}: creating a folder in {existing} failed ({err.strerror})"
+        ) from None
+
+
+def _output_folders(node: DictConfig, key: str) -> list[tuple[str, Any]]:
+    """(full key, value) of every output folder below ``node``: keys ``dirpath`` or
+    ``*_dir``; a node's own keys before its children's."""
+    own, nested = [], []
+    for name in map(str, node):
+        if not key and name == "hydra":  # composed test configs; Hydra's folders: StartCheck
+            continue
+        full = f"{key}.{name}" if key else name
+        value = node[name]
+        if isinstance(value, DictConfig):
+            nested += _output_folders(value, full)
+        elif (name == "dirpath" or name.endswith("_dir")) and isinstance(value, str | Path):
+            own.append((full, value))
+    return own + nested
+
+
+def check_output_folders(cfg: DictConfig) -> None:
+    """Every output folder of the config (``checkpoint_dir``, ``data.processed_dir``, the
+    callbacks' and loggers' folders, ...) can be written, checked before any work. A folder
+    reached through another key (``callbacks.model_checkpoint.dirpath: ${checkpoint_dir}``)
+    is checked, and named, once: under the key the user sets.
+
+    Raises:
+        ConfigError: Naming the first key whose folder cannot be written.
+    """
+    seen: set[Path] = set()
+    for key, value in _output_folders(cfg, ""):
+        path = Path(value).absolute()
+        if path not in seen:
+            check_writable(key, path)
+            seen.add(path)
+
+
+def check_config(cfg: DictConfig, sweep_direction: Any = None) -> None:
+    """All checks that need no constructor: root keys and group shapes, root types, the
+    optimised metric (against the sweeper's ``direction``) and the output folders.
+
+    Raises:
+        ConfigError: Naming the first bad key.
+    """
+    check_keys(cfg)
+    check_root(cfg)
+    check_optimized_metric(cfg.get("optimized_metric"), sweep_direction)
+    check_output_folders(cfg)
+
+
+def exit_with_error(message: str, code: int) -> NoReturn:
+    """The training entry point's error contract: one line on stderr, then exit ``code``."""
+    print(f"train_model: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+class StartCheck(Callback):
+    """Hydra callback: what must be refused before Hydra creates the run or sweep folder (an
+    unwritable ``hydra.run.dir`` / ``hydra.sweep.dir``, where Hydra itself would print a
+    traceback) or starts a sweep's first job (a sweeper ``direction`` that would make
+    ``optimized_metric`` worse): one line, exit code 2."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._refuse(lambda: check_writable("hydra.run.dir", config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        direction = config.hydra.sweeper.get("direction")
+        self._refuse(lambda: check_optimized_metric(config.get("optimized_metric"), direction))
+        self._refuse(lambda: check_writable("hydra.sweep.dir", config.hydra.sweep.dir))
+
+    @staticmethod
+    def _refuse(check: Callable[[], None]) -> None:
+        try:
+            check()
+        except ConfigError as err:
+            exit_with_error(str(err), 2)

@@ -9,13 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from vae_cats.fileio import PROJECT_DIR, atomic_write_bytes
 from vae_cats.tracking import wandb_mode
 
 log = logging.getLogger(__name__)
+
+
+def _global_rank_zero() -> bool:
+    """Whether this process is global rank 0 (or the only one). Lightning is imported here,
+    not at module level, so the entry point registers resolvers and refuses a bad config
+    without loading torch."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    return bool(rank_zero_only.rank == 0)  # type: ignore[attr-defined]
 
 
 def register_resolvers() -> None:
@@ -70,13 +78,14 @@ def instantiate_loggers(cfg: DictConfig | None, wandb_run_id: str | None = None)
     return loggers
 
 
-@rank_zero_only
 def save_config_file(logger: Any, lineage: dict[str, Any]) -> None:
     """Put the lineage as ``lineage.yaml`` among a W&B run's files, readable before
     (and uploaded by) ``wandb sync``; other loggers already store their hyperparameters.
     Global rank 0 only: on other DDP ranks the W&B experiment is a placeholder."""
     from pytorch_lightning.loggers import WandbLogger
 
+    if not _global_rank_zero():
+        return
     if isinstance(logger, WandbLogger) and logger.experiment.dir:
         path = Path(logger.experiment.dir) / "lineage.yaml"
         path.write_text(OmegaConf.to_yaml(OmegaConf.create(lineage)))
@@ -84,17 +93,21 @@ def save_config_file(logger: Any, lineage: dict[str, Any]) -> None:
         logger.experiment.save(str(path), base_path=logger.experiment.dir, policy="now")
 
 
-@rank_zero_only
-def save_job_result(status: str, value: float | None, message: str) -> None:
-    """Write ``result.yaml`` (status, the job's overrides, val/ssim, error message) into the
-    Hydra job's output folder, atomically: one file per run or sweep trial, failed ones too."""
+def save_job_result(status: str, metric: str, value: float | None, message: str) -> None:
+    """Write ``result.yaml`` into the Hydra job's output folder, atomically: one file per run
+    or sweep trial, failed ones too. It holds ``status``, the job's ``overrides``,
+    ``optimized_metric`` (the metric's name), the metric's final value under its own name
+    (e.g. ``val/ssim: 0.41``; null when the job failed) and the error ``message``."""
     from hydra.core.hydra_config import HydraConfig
 
+    if not _global_rank_zero():
+        return
     hydra_cfg = HydraConfig.get()
     record = {
         "status": status,
         "overrides": list(hydra_cfg.overrides.task),
-        "val/ssim": value,
+        "optimized_metric": metric,
+        metric: value,
         "message": message,
     }
     path = Path(hydra_cfg.runtime.output_dir) / "result.yaml"
