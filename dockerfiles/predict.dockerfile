@@ -44,5 +44,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     WANDB_CACHE_DIR=/tmp/wandb-cache
 USER app
 WORKDIR /home/app
-ENTRYPOINT ["vae-cats-predict"]
+# `serve --model ...` runs the HTTP API on port 8000 (on every interface inside the container,
+# so `docker run -p 8000:8000` reaches it); any other arguments go to the predict script.
+ENV VAE_CATS_SERVE_HOST=0.0.0.0
+EXPOSE 8000
+ENTRYPOINT ["vae-cats-image"]
 CMD ["--out", "/out"]

@@ -30,6 +30,7 @@ from vae_cats.checkpoint import (
     vae_from_checkpoint,
 )
 from vae_cats.data.ingest import resolve_source
+from vae_cats.drift import reference_statistics, test_metrics
 from vae_cats.fileio import atomic_write_bytes, check_writable
 from vae_cats.generate import (
     DEFAULT_COMPONENTS,
@@ -38,6 +39,7 @@ from vae_cats.generate import (
     fit_mixture,
     latent_pca,
 )
+from vae_cats.model import BaseVAE
 from vae_cats.predict_model import InputError, bounded_int, image_splits, split_warning
 
 DEFAULT_TEST_FACES = 32  # 384 KB of uint8 pixels: 2 interpolation rows + a 16-face recon grid
@@ -125,6 +127,7 @@ def package(args: argparse.Namespace) -> str:
     kept = args.components is None and "gmm_sampler" in checkpoint
     mixture = checkpoint["gmm_sampler"] if kept else fit(mu, args.components, source)
     extras = own_test_faces(splits["test"], manifest, lineage, source, seed, args.test_faces)
+    extras.update(drift_extras(net, splits, manifest, mixture))
     slim = slim_checkpoint(
         checkpoint, net, gmm_sampler=mixture, latent_pca=latent_pca(mu).state_dict(), **extras
     )
@@ -141,6 +144,23 @@ def package(args: argparse.Namespace) -> str:
         f"{' (mixture kept from --model)' if kept else ''}; "
         f"{stored} of its {len(splits['test'])} test faces stored"
     )
+
+
+def drift_extras(
+    net: BaseVAE, splits: dict[str, Tensor], manifest: dict[str, Any], mixture: dict[str, Tensor]
+) -> dict[str, Any]:
+    """``drift`` (vae_cats.drift.reference_statistics: thresholds set on the validation split)
+    and ``metrics`` (test SSIM/PSNR) for the HTTP API; none, with a warning, from too few
+    images."""
+    extras: dict[str, Any] = {}
+    if len(splits["test"]):
+        metrics = test_metrics(net, splits["test"])
+        extras["metrics"] = {"split": "test", "data_hash": manifest["data_hash"], **metrics}
+    try:
+        extras["drift"] = reference_statistics(net, splits["train"], splits["val"], mixture)
+    except ValueError as err:
+        print(f"package_model: warning: no drift statistics stored: {err}", file=sys.stderr)
+    return extras
 
 
 def fit(mu: Tensor, components: int | None, source: str | None) -> dict[str, Tensor]:

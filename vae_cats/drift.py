@@ -1,0 +1,339 @@
+"""Drift: is an image (or a batch of images) unlike the faces the model was trained on?
+
+Plain torch and scikit-learn. ``reference_statistics`` runs at packaging time and stores, in
+the slim model under ``drift``, what the checks need; ``DriftDetector`` applies them.
+
+Per image, three scores, each turned into a conformal p-value against the validation split
+(``p = (1 + #{validation scores at least as extreme}) / (n + 1)``; Bates et al. 2023,
+"Testing for outliers with conformal p-values"):
+
+- ``ssim``: SSIM of the reconstruction ``decode(mu)`` against the image, two-sided: too low
+  (noise, clutter: the model cannot draw it) or too high (a flat or very simple picture,
+  simpler than any face);
+- ``nll``: negative log-likelihood of the posterior mean ``mu`` under the training means'
+  Gaussian mixture stored in the model (``gmm_sampler``);
+- ``detail``: mean absolute difference between neighbouring pixels (total variation per
+  pixel), two-sided: a flat colour or a smooth gradient has far less than a face, noise far
+  more (image complexity, as in Serra et al. 2020, "Input complexity and out-of-distribution
+  detection with likelihood-based generative models");
+- ``orientation``: ``-log P(upright | mu)`` of a logistic regression fitted on the training
+  means of faces turned by 0, 90, 180 and 270 degrees (a geometric-transformation classifier,
+  Golan & El-Yaniv 2018, "Deep anomaly detection using geometric transformations"): the
+  latent codes alone hardly tell a face on its side from an upright one.
+
+The image's drift score is ``-log10`` of the smallest of its p-values, and it is an outlier
+above the threshold that flags ``false_alarm_rate`` (1%) of the validation faces; the
+thresholds are calibrated on the validation split, never on the training split.
+
+For a batch, ``mmd_permutation_test`` compares its latent means with a stored sample of the
+training means: the unbiased squared maximum mean discrepancy with a Gaussian kernel (median
+heuristic bandwidth) and a permutation p-value (Gretton et al. 2012, "A kernel two-sample
+test", eq. 3 and sec. 5).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from sklearn.linear_model import LogisticRegression
+from torch import Tensor
+
+from vae_cats.generate import encode_means
+from vae_cats.images import to_float
+from vae_cats.losses import ssim
+from vae_cats.model import BaseVAE
+
+FALSE_ALARM_RATE = 0.01
+SCORE_NAME = (
+    "-log10 of the smallest conformal p-value of (reconstruction SSIM, pixel detail, "
+    "latent NLL, orientation)"
+)
+# 1,500 training faces x 4 turns: the probe's fit takes about 20 s on 2 cores.
+ORIENTATION_IMAGES = 1500
+# Stored training means for the batch test: 300 x latent_dim float16 (150 KB at 256).
+MMD_REFERENCE = 300
+MMD_PERMUTATIONS = 500
+BATCH = 256
+
+
+def reconstruction_scores(
+    net: BaseVAE, images: Tensor, batch_size: int = BATCH
+) -> tuple[Tensor, Tensor]:
+    """Posterior means ``mu`` (N, latent_dim) and per-image reconstruction SSIM (N,) of uint8
+    images (N, 3, H, W), the reconstruction being ``decode(mu)``."""
+    mus, ssims = [], []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = to_float(images[start : start + batch_size])
+            mu = net.encode(x)[0]
+            mus.append(mu)
+            ssims.append(ssim(net.decode(mu), x))
+    return torch.cat(mus), torch.cat(ssims)
+
+
+def pixel_detail(x: Tensor) -> Tensor:
+    """Total variation per pixel of float images x (N, 3, H, W) in [0, 1]: the mean absolute
+    difference between horizontally and vertically neighbouring values; shape (N,), in
+    [0, 1]."""
+    across = (x[..., :, 1:] - x[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+    down = (x[..., 1:, :] - x[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+    return (across + down) / 2
+
+
+def psnr(recon: Tensor, x: Tensor) -> Tensor:
+    """Per-image PSNR in dB of float images in [0, 1], (B, 3, H, W) -> (B,):
+    ``10 log10(1 / MSE)``, the MSE floored at 1e-10 (100 dB for identical images)."""
+    mse = (recon - x).pow(2).mean(dim=(1, 2, 3)).clamp(min=1e-10)
+    return 10 * torch.log10(1 / mse)
+
+
+def test_metrics(net: BaseVAE, images: Tensor, batch_size: int = BATCH) -> dict[str, float]:
+    """Mean reconstruction SSIM and PSNR (dB) of ``decode(mu)`` over uint8 images
+    (N, 3, H, W), N >= 1, as ``{"ssim", "psnr", "images"}``: the figures of ``GET /model``."""
+    ssims, psnrs = [], []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = to_float(images[start : start + batch_size])
+            recon = net.decode(net.encode(x)[0])
+            ssims.append(ssim(recon, x))
+            psnrs.append(psnr(recon, x))
+    return {
+        "ssim": float(torch.cat(ssims).mean()),
+        "psnr": float(torch.cat(psnrs).mean()),
+        "images": len(images),
+    }
+
+
+def mixture_nll(gmm_state: dict[str, Tensor], mu: Tensor) -> Tensor:
+    """Negative log-likelihood (nats) of latent codes mu (N, latent_dim) under the Gaussian
+    mixture of a ``GaussianMixtureSampler.state_dict()``; shape (N,), float64."""
+    mixture = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(probs=gmm_state["weights"].double()),
+        torch.distributions.MultivariateNormal(
+            gmm_state["means"].double(), covariance_matrix=gmm_state["covariances"].double()
+        ),
+    )
+    return -mixture.log_prob(mu.double())
+
+
+def fit_orientation_probe(net: BaseVAE, images: Tensor, seed: int = 0) -> dict[str, Tensor]:
+    """Logistic regression (scikit-learn, L2, C=1) from ``mu`` to the turn (0, 90, 180, 270
+    degrees) of uint8 faces (N, 3, H, W) given upright; returns ``coef`` (4, latent_dim) and
+    ``intercept`` (4,) as float32 tensors (class 0: upright)."""
+    turned = [encode_means(net, torch.rot90(images, k, dims=(2, 3))) for k in range(4)]
+    labels = torch.arange(4).repeat_interleave(len(images))
+    probe = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
+    probe.fit(torch.cat(turned).double().numpy(), labels.numpy())
+    return {
+        "coef": torch.from_numpy(probe.coef_).float(),
+        "intercept": torch.from_numpy(probe.intercept_).float(),
+    }
+
+
+def orientation_score(probe: dict[str, Tensor], mu: Tensor) -> Tensor:
+    """``-log P(upright | mu)`` (nats, >= 0) of latent codes mu (N, latent_dim); shape (N,)."""
+    logits = mu.float() @ probe["coef"].T + probe["intercept"]
+    return -torch.log_softmax(logits.double(), dim=1)[:, 0]
+
+
+def median_bandwidth(x: Tensor) -> float:
+    """Median pairwise Euclidean distance of the rows of x (N, D): the usual Gaussian kernel
+    width of the MMD test (Gretton et al. 2012, sec. 8)."""
+    distances = torch.pdist(x.double())
+    return float(distances.median())
+
+
+def mmd_permutation_test(
+    x: Tensor, y: Tensor, bandwidth: float, permutations: int = MMD_PERMUTATIONS, seed: int = 0
+) -> tuple[float, float]:
+    """Two-sample test of rows x (m, D) against y (n, D), m, n >= 2.
+
+    ``k(a, b) = exp(-|a - b|^2 / (2 bandwidth^2))``; the statistic is the unbiased MMD^2
+    (Gretton et al. 2012, eq. 3); its p-value is ``(1 + #{permuted >= observed}) /
+    (1 + permutations)`` over random relabellings of the pooled rows.
+
+    Returns:
+        (MMD^2, p-value in (0, 1]).
+
+    Raises:
+        ValueError: If a sample has fewer than 2 rows or the widths differ.
+    """
+    if len(x) < 2 or len(y) < 2:
+        raise ValueError(f"the MMD test needs at least 2 rows per sample, got {len(x)}, {len(y)}")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"samples differ in width: {x.shape[1]} vs {y.shape[1]}")
+    pooled = torch.cat([x, y]).double()
+    kernel = torch.exp(-torch.cdist(pooled, pooled).pow(2) / (2 * bandwidth**2))
+    m = len(x)
+    generator = torch.Generator().manual_seed(seed)
+    orders = [torch.arange(len(pooled))]
+    orders += [torch.randperm(len(pooled), generator=generator) for _ in range(permutations)]
+    stats = torch.stack([_unbiased_mmd2(kernel[order][:, order], m) for order in orders])
+    p_value = (1 + int((stats[1:] >= stats[0]).sum())) / (1 + permutations)
+    return float(stats[0]), p_value
+
+
+def _unbiased_mmd2(kernel: Tensor, m: int) -> Tensor:
+    n = len(kernel) - m
+    kxx, kyy, kxy = kernel[:m, :m], kernel[m:, m:], kernel[:m, m:]
+    within_x = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
+    within_y = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
+    return within_x + within_y - 2 * kxy.mean()
+
+
+def reference_statistics(
+    net: BaseVAE,
+    train_images: Tensor,
+    val_images: Tensor,
+    gmm_state: dict[str, Tensor],
+    false_alarm_rate: float = FALSE_ALARM_RATE,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """What ``DriftDetector`` needs, as tensors and numbers for a weights-only checkpoint.
+
+    Args:
+        net: The model.
+        train_images: uint8 training faces (N, 3, H, W): the orientation probe and the batch
+            test's reference sample come from them.
+        val_images: uint8 validation faces (M, 3, H, W), M >= 20: the thresholds are set on
+            them.
+        gmm_state: The model's mixture (``GaussianMixtureSampler.state_dict()``).
+        false_alarm_rate: Share of validation faces flagged, in (0, 1).
+        seed: Seed of the subsets drawn.
+
+    Raises:
+        ValueError: If there are too few images or the rate is out of range.
+    """
+    if not 0 < false_alarm_rate < 1:
+        raise ValueError(f"false_alarm_rate must lie in (0, 1), got {false_alarm_rate}")
+    if len(val_images) < 20 or len(train_images) < 20:
+        raise ValueError(
+            f"drift statistics need at least 20 training and 20 validation images, "
+            f"got {len(train_images)} and {len(val_images)}"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(train_images), generator=generator)
+    probe = fit_orientation_probe(net, train_images[order[:ORIENTATION_IMAGES]], seed)
+    reference_mu = encode_means(net, train_images[order[:MMD_REFERENCE]])
+    mu, val_ssim = reconstruction_scores(net, val_images)
+    stats: dict[str, Any] = {
+        "false_alarm_rate": false_alarm_rate,
+        "validation_images": len(val_images),
+        "val_ssim": val_ssim.float().sort().values,
+        "val_detail": pixel_detail(to_float(val_images)).float().sort().values,
+        "val_nll": mixture_nll(gmm_state, mu).float().sort().values,
+        "val_orientation": orientation_score(probe, mu).float().sort().values,
+        "orientation_probe": probe,
+        "reference_mu": reference_mu.half(),
+        "mmd_bandwidth": median_bandwidth(reference_mu),
+        "threshold": 0.0,
+    }
+    detector = DriftDetector(stats, gmm_state)
+    val_scores = detector.scores(to_float(val_images), mu, val_ssim).score
+    stats["threshold"] = float(torch.quantile(val_scores, 1 - false_alarm_rate))
+    return stats
+
+
+def _p_high(sorted_reference: Tensor, values: Tensor) -> Tensor:
+    """Conformal p-value of values being this large: (1 + #{ref >= v}) / (n + 1)."""
+    below = torch.searchsorted(sorted_reference.double(), values.double(), side="left")
+    return (1 + len(sorted_reference) - below) / (len(sorted_reference) + 1)
+
+
+def _p_low(sorted_reference: Tensor, values: Tensor) -> Tensor:
+    """Conformal p-value of values being this small: (1 + #{ref <= v}) / (n + 1)."""
+    at_most = torch.searchsorted(sorted_reference.double(), values.double(), side="right")
+    return (1 + at_most) / (len(sorted_reference) + 1)
+
+
+@dataclass(frozen=True)
+class DriftScores:
+    """Per-image drift results for N images; every tensor has shape (N,)."""
+
+    score: Tensor
+    is_outlier: Tensor
+    ssim: Tensor
+    p_values: dict[str, Tensor]
+
+    def verdict(self, i: int) -> str:
+        """One sentence on image i: what makes it unlike the training faces, if anything."""
+        if not bool(self.is_outlier[i]):
+            return "Looks like the training faces."
+        worst = min(self.p_values, key=lambda name: float(self.p_values[name][i]))
+        value = float(self.ssim[i])
+        reasons = {
+            "ssim_low": f"the model cannot draw it (reconstruction SSIM {value:.2f})",
+            "ssim_high": f"it is simpler than any face (reconstruction SSIM {value:.2f})",
+            "detail_low": "it is flatter than any face (a plain colour or a smooth gradient?)",
+            "detail_high": "it is busier than any face (noise or fine texture?)",
+            "nll": "its latent code is unlikely under the training faces' mixture",
+            "orientation": "it looks turned on its side or upside down",
+        }
+        return f"Unlike the training faces: {reasons[worst]}."
+
+
+class DriftDetector:
+    """Applies the statistics of ``reference_statistics`` to new images.
+
+    Args:
+        stats: The model's ``drift`` entry.
+        gmm_state: The model's mixture.
+    """
+
+    def __init__(self, stats: dict[str, Any], gmm_state: dict[str, Tensor]) -> None:
+        self.stats = stats
+        self.gmm_state = gmm_state
+        self.threshold = float(stats["threshold"])
+        self.false_alarm_rate = float(stats["false_alarm_rate"])
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> DriftDetector | None:
+        """The detector of a packaged model; None when it stores no drift statistics (a
+        training checkpoint or a model packaged before them)."""
+        if "drift" not in checkpoint or "gmm_sampler" not in checkpoint:
+            return None
+        return cls(checkpoint["drift"], checkpoint["gmm_sampler"])
+
+    def scores(self, x: Tensor, mu: Tensor, recon_ssim: Tensor) -> DriftScores:
+        """Drift scores of N float images x (N, 3, H, W) in [0, 1] from their latent means mu
+        (N, latent_dim) and their reconstruction SSIM (N,)."""
+        stats = self.stats
+        detail = pixel_detail(x)
+        p_values = {
+            "ssim_low": _p_low(stats["val_ssim"], recon_ssim),
+            "ssim_high": _p_high(stats["val_ssim"], recon_ssim),
+            "detail_low": _p_low(stats["val_detail"], detail),
+            "detail_high": _p_high(stats["val_detail"], detail),
+            "nll": _p_high(stats["val_nll"], mixture_nll(self.gmm_state, mu)),
+            "orientation": _p_high(
+                stats["val_orientation"], orientation_score(stats["orientation_probe"], mu)
+            ),
+        }
+        # Two tails form one two-sided test: double each tail's p (Bonferroni).
+        for tail in ("ssim_low", "ssim_high", "detail_low", "detail_high"):
+            p_values[tail] = (2 * p_values[tail]).clamp(max=1.0)
+        smallest = torch.stack(list(p_values.values())).min(dim=0).values
+        score = -torch.log10(smallest)
+        return DriftScores(score, score > self.threshold, recon_ssim, p_values)
+
+    def batch_test(self, mu: Tensor, alpha: float = 0.05, seed: int = 0) -> dict[str, Any]:
+        """MMD permutation test of a batch's latent means mu (N, latent_dim), N >= 2, against
+        the stored training sample: ``{"n", "mmd", "p_value", "is_drift", "alpha"}``.
+
+        Raises:
+            ValueError: If N < 2.
+        """
+        reference = self.stats["reference_mu"].float()
+        mmd2, p_value = mmd_permutation_test(
+            mu.float(), reference, float(self.stats["mmd_bandwidth"]), seed=seed
+        )
+        return {
+            "n": len(mu),
+            "mmd": math.sqrt(max(mmd2, 0.0)),
+            "p_value": p_value,
+            "is_drift": p_value < alpha,
+            "alpha": alpha,
+        }
