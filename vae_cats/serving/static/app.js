@@ -205,6 +205,7 @@ async function upload(file) {
       verdict.textContent = "Looks like the training cats.";
     }
     verdict.classList.toggle("outlier", Boolean(drift?.is_outlier));
+    verdict.classList.toggle("unknown", !drift);
     state.upload = { image: body.original, latent: body.latent, name: file.name };
     $("upload-result").hidden = false;
     setStatus("upload", `Reconstructed ${file.name}.`);
