@@ -86,8 +86,12 @@ def pixel_sha256(pixels: Tensor) -> str:
 def exact_groups(files: list[DecodedFile]) -> list[Distinct]:
     """Files grouped by pixel sha256, sorted by it; each group's files sorted by name."""
     groups: dict[str, list[DecodedFile]] = {}
+    # Byte-identical files share one pixel tensor: hash each tensor once.
+    sha_of: dict[int, str] = {}
     for file in files:
-        groups.setdefault(pixel_sha256(file.pixels), []).append(file)
+        if id(file.pixels) not in sha_of:
+            sha_of[id(file.pixels)] = pixel_sha256(file.pixels)
+        groups.setdefault(sha_of[id(file.pixels)], []).append(file)
     return [
         Distinct(sha, tuple(sorted(groups[sha], key=lambda f: f.name))) for sha in sorted(groups)
     ]
@@ -96,9 +100,9 @@ def exact_groups(files: list[DecodedFile]) -> list[Distinct]:
 def is_grey(pixels: Tensor) -> bool:
     """Whether uint8 (3, H, W) pixels are greyscale: mean max-minus-min of R, G, B under
     ``GREY_SPREAD`` levels."""
-    channels = pixels.int()
-    spread = channels.amax(dim=0) - channels.amin(dim=0)
-    return float(spread.float().mean()) < GREY_SPREAD
+    channels = pixels.numpy()
+    spread = channels.max(axis=0) - channels.min(axis=0)  # uint8: max >= min, no overflow
+    return float(spread.mean()) < GREY_SPREAD
 
 
 def best_copy_key(copy: Distinct, image_size: int) -> tuple[bool, bool, int, str]:
@@ -226,6 +230,9 @@ def group_photos(distinct: list[Distinct], image_size: int, max_bits: int) -> li
         members.setdefault(root, []).append(copy)
     photos = []
     for copies in members.values():
+        if len(copies) == 1:  # most photos: nothing to choose
+            photos.append(Photo(copies[0], (), copies[0].sha256))
+            continue
         kept = min(copies, key=lambda c: best_copy_key(c, image_size))
         others = tuple(sorted((c for c in copies if c is not kept), key=lambda c: c.sha256))
         photos.append(Photo(kept, others, min(c.sha256 for c in copies)))
