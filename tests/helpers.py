@@ -155,6 +155,7 @@ def running_server(model: Path, backend: str = "onnx", timeout: float = 300) -> 
     """A real API server (``python -m vae_cats.serving``) on 127.0.0.1 and a free port: yields
     its base URL once ``/readyz`` answers 200, and stops it (its own pid) afterwards."""
     import os
+    import tempfile
     import time
 
     import httpx
@@ -163,16 +164,16 @@ def running_server(model: Path, backend: str = "onnx", timeout: float = 300) -> 
     command = [sys.executable, "-m", "vae_cats.serving", "--model", str(model)]
     command += ["--backend", backend, "--port", str(port)]
     command += ["--threads", os.environ.get("OMP_NUM_THREADS", "2")]
-    process = subprocess.Popen(
-        command, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    # The log goes to a file: a pipe nobody reads would fill and stall the server.
+    log = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen(command, cwd=PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                output = process.stdout.read() if process.stdout else ""
-                raise RuntimeError(f"server exited: {output[-3000:]}")
+                log.seek(0)
+                raise RuntimeError(f"server exited: {log.read()[-3000:]}")
             try:
                 if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
                     break
@@ -188,3 +189,4 @@ def running_server(model: Path, backend: str = "onnx", timeout: float = 300) -> 
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+        log.close()
