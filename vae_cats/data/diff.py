@@ -10,9 +10,9 @@
   rejected);
 - files newly rejected, by reason: rejected in NEW and not rejected for that reason in OLD
   (added files included), and files no longer rejected;
-- photos whose split changed: kept in both versions (the same photo: the same split key, the
-  smallest pixel sha256 among its copies; ``sha256`` in manifests that record no split key)
-  in another split;
+- photos whose split changed: a kept image of NEW whose file was in another split in OLD
+  (kept or a copy there), or, for a renamed file, whose photo was (the same split key: the
+  smallest pixel sha256 among its copies; ``sha256`` in manifests that record no split key);
 - duplicates that now straddle splits: a file dropped in NEW as a copy of a kept image,
   whose photo sat in another split in OLD (where it was kept itself, or a copy of an image
   of that split). A model trained on OLD has seen it in that split.
@@ -221,9 +221,10 @@ def _newly_rejected(old: DataVersion, new: DataVersion) -> dict[str, list[str]]:
 
 def _split_changes(old: DataVersion, new: DataVersion) -> list[dict[str, str]]:
     changes = []
-    for key in sorted(old.kept.keys() & new.kept.keys()):
-        old_split, (new_name, new_split) = old.kept[key][1], new.kept[key]
-        if old_split != new_split:
+    for key, (new_name, new_split) in sorted(new.kept.items()):
+        # The kept file's own split in OLD (kept or a copy there); else the same photo's.
+        old_split = old.split_of.get(new_name) or old.kept.get(key, ("", None))[1]
+        if old_split is not None and old_split != new_split:
             changes.append(
                 {
                     "split_key": key,

@@ -45,8 +45,7 @@ def old_files() -> dict[str, bytes]:
 
 def new_files() -> dict[str, bytes]:
     """Old minus 5 faces, plus 8 new faces, one face truncated in place, a second exact copy
-    and a re-encoded copy of face 8 (near duplicate; with the bundled faces of today the copy
-    has the smaller pixel hash, so face 8 becomes the dropped copy, in another split)."""
+    and a re-encoded copy of face 8 (near duplicate)."""
     files = old_files()
     for name in NAMES[45:50]:
         del files[name]
@@ -98,18 +97,19 @@ def test_real_versions_every_count(versions: dict[str, Path]) -> None:
     assert diff.no_longer_rejected == []
     assert diff.settings_changed == {}
 
-    # Splits, checked against the manifests read plainly.
-    old_split = {photo_key(r): r["split"] for r in old["images"]}
-    new_split = {photo_key(r): r["split"] for r in new["images"]}
-    moved = {h for h in old_split.keys() & new_split.keys() if old_split[h] != new_split[h]}
-    assert {c["split_key"] for c in diff.split_changes} == moved
+    # Splits, checked against the manifests read plainly: each kept file of NEW against the
+    # split its file had in OLD (no file was renamed here).
+    old_of = effective_splits(old)
+    new_kept = {r["name"]: r["split"] for r in new["images"]}
+    moved = {n for n in new_kept.keys() & old_of.keys() if old_of[n] != new_kept[n]}
+    assert {c["name"] for c in diff.split_changes} == moved
     assert moved, "adding images reshuffles the seeded split"
-    train_to_test = sum(old_split[h] == "train" and new_split[h] == "test" for h in moved)
+    train_to_test = sum(old_of[n] == "train" and new_kept[n] == "test" for n in moved)
     assert diff.split_transitions.get("train -> test", 0) == train_to_test
     assert sum(diff.split_transitions.values()) == len(moved)
 
     # Copies in NEW whose photo sat in another split in OLD, from the manifests read plainly.
-    old_of, new_of = effective_splits(old), effective_splits(new)
+    new_of = effective_splits(new)
     copies = sorted(name for r in new["images"] for name in r["duplicates"] + r["near_duplicates"])
     assert copies == sorted(["copy_a.jpg", "copy_b.jpg", *near])
     straddling = [n for n in copies if n in old_of and old_of[n] != new_of[n]]
@@ -128,11 +128,6 @@ def test_real_versions_every_count(versions: dict[str, Path]) -> None:
     }
     assert "near duplicate, truncated image" in diff.rules[2].detail
     assert not diff.passed
-
-
-def photo_key(record: dict[str, Any]) -> str:
-    """The photo a manifest record stands for: its split key (sha256 in older manifests)."""
-    return str(record.get("split_key", record["sha256"]))
 
 
 def effective_splits(manifest: dict[str, Any]) -> dict[str, str]:
@@ -250,6 +245,31 @@ def test_a_kept_photo_that_becomes_a_copy_in_another_split_straddles() -> None:
     ]
     assert diff.split_changes == []
     assert [r.passed for r in diff.rules] == [True, True, False]
+
+
+def test_a_renamed_file_is_followed_by_its_split_key() -> None:
+    old = fake_manifest([("a.jpg", "h1", "train", []), ("b.jpg", "h2", "val", [])], {})
+    new = fake_manifest([("a2.jpg", "h1", "test", []), ("b.jpg", "h2", "val", [])], {})
+    new["images"][0]["split_key"] = "h1"
+    diff = diff_of(old, new)
+    assert diff.added == ["a2.jpg"] and diff.removed == ["a.jpg"]
+    assert diff.split_changes == [
+        {"split_key": "h1", "name": "a2.jpg", "old_split": "train", "new_split": "test"}
+    ]
+    assert [r.passed for r in diff.rules] == [True, False, True]
+
+
+def test_a_kept_file_whose_photo_changed_key_is_followed_by_name() -> None:
+    # A copy with a smaller hash joined b.jpg's photo: the split key changed, b.jpg is still
+    # kept, in another split.
+    old = fake_manifest([("b.jpg", "h5", "test", [])], {})
+    new = fake_manifest([("b.jpg", "h5", "train", [])], {"b0.jpg": "near duplicate"})
+    new["images"][0].update(split_key="h0", near_duplicates=["b0.jpg"])
+    diff = diff_of(old, new)
+    assert diff.split_changes == [
+        {"split_key": "h0", "name": "b.jpg", "old_split": "test", "new_split": "train"}
+    ]
+    assert diff.straddling_duplicates == []  # b0.jpg is new: it sat in no split before
 
 
 def test_train_to_test_move_and_a_big_drop_fail_their_rules() -> None:
