@@ -49,7 +49,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -352,8 +352,15 @@ def processed_subdir(processed_dir: Path, source: Path) -> Path:
     return processed_dir / source.name.split(".")[0]
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line (``error: ...``), not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="python -m vae_cats.data.ingest",
         description="Validate, deduplicate and split a folder, .tar or .zip of images; print "
         "what became of every file.",

@@ -454,6 +454,8 @@ def test_cli_help_shows_every_option_with_help_and_default() -> None:
         (["--val-fraction", "0.6", "--test-fraction", "0.5"], "--val-fraction + --test-fraction"),
         (["--near-duplicate-bits", "99"], "--near-duplicate-bits"),
         (["--workers", "0"], "--workers must be at least 1"),
+        (["--seed", "abc"], "argument --seed: invalid int value: 'abc'"),
+        (["--wrong-size", "crop"], "argument --wrong-size: invalid choice: 'crop'"),
         (["--out", "/proc/nope"], "--out /proc/nope: cannot write there"),
     ],
 )
