@@ -7,10 +7,8 @@ checkpoint, then the same command plus ``resume=true``.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -19,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import PROJECT_DIR, TRAIN_SCRIPT
+from tests.helpers import PROJECT_DIR, TRAIN_SCRIPT, wandb_history
 from vae_cats.checkpoint import load_vae, read_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -57,38 +55,15 @@ def command(run_dir: Path, *extra: str) -> list[str]:
 
 
 def wandb_steps(run_dir: Path) -> list[list[int]]:
-    """``trainer/global_step`` of every history record, per offline W&B run (oldest first).
-
-    The ``.wandb`` file is W&B's LevelDB-style log: a 7-byte header, then 32 KiB blocks of
-    records (4-byte CRC, 2-byte length, 1-byte type: full, first, middle, last), each a
-    serialized ``wandb_internal_pb2.Record``. A killed writer may leave a torn tail.
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    runs = []
-    for run in sorted((run_dir / "wandb").glob("offline-run-*")):
-        data = next(run.glob("run-*.wandb")).read_bytes()
-        steps, payload, pos, block = [], b"", 7, 32768
-        while pos + 7 <= len(data):
-            if block - pos % block < 7:
-                pos += block - pos % block
-                continue
-            _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-            chunk = data[pos + 7 : pos + 7 + length]
-            pos += 7 + length
-            if kind == 0 or len(chunk) < length:
-                break
-            payload = chunk if kind in (1, 2) else payload + chunk
-            if kind in (1, 4):
-                record = wandb_internal_pb2.Record()
-                record.ParseFromString(payload)
-                if record.WhichOneof("record_type") == "history":
-                    for item in record.history.item:
-                        key = item.key or "/".join(item.nested_key)
-                        if key == "trainer/global_step":
-                            steps.append(int(json.loads(item.value_json)))
-        runs.append(steps)
-    return runs
+    """``trainer/global_step`` of every history record, per offline W&B run (oldest first)."""
+    return [
+        [
+            int(row["trainer/global_step"])
+            for row in wandb_history(run)
+            if "trainer/global_step" in row
+        ]
+        for run in sorted((run_dir / "wandb").glob("offline-run-*"))
+    ]
 
 
 def csv_steps(run_dir: Path) -> list[int]:

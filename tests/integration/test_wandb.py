@@ -154,11 +154,13 @@ def test_scalars_are_finite_and_val_ssim_rises(history: list[dict[str, Any]]) ->
     assert not bad
     ssim = values["val/ssim"]
     assert len(ssim) == 2 and 0 < ssim[0] < ssim[1] <= 1
+    steps = [row["trainer/global_step"] for row in history]
+    assert steps == sorted(steps), "the dashboard's step axis goes backwards"
     # Each validation's pictures sit at the trainer/global_step of its val/ssim.
     metric_steps = [row["trainer/global_step"] for row in history if "val/ssim" in row]
     for key in PICTURES:
-        steps = [row["trainer/global_step"] for row in history if f"{key}/filenames" in row]
-        assert steps == metric_steps
+        shown_at = [row["trainer/global_step"] for row in history if f"{key}/filenames" in row]
+        assert shown_at == metric_steps
 
 
 def test_config_and_lineage_are_in_the_run(run_dir: Path, wandb_run: Path) -> None:
