@@ -252,8 +252,11 @@ def _tar_entries(archive: tarfile.TarFile, view: mmap.mmap | None) -> Iterator[E
 
 def _zip_reader(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[int], bytes]:
     def read(limit: int) -> bytes:
-        with archive.open(info) as handle:
-            return handle.read(limit)
+        try:
+            with archive.open(info) as handle:
+                return handle.read(limit)
+        except (RuntimeError, NotImplementedError) as err:  # encrypted; unknown compression
+            raise OSError(str(err)) from err
 
     return read
 

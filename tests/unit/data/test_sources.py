@@ -122,6 +122,24 @@ def test_a_file_over_the_size_limit_is_refused_before_reading(tmp_path: Path) ->
         assert read.rejections[0].detail == f"{len(dict(members)[big])} bytes > {small}"
 
 
+def test_an_encrypted_zip_member_is_unreadable_and_the_others_are_read(tmp_path: Path) -> None:
+    (name, raw), (other, other_raw) = bundled_members(2)
+    path = tmp_path / "cats.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(name, raw)
+        archive.writestr(other, other_raw)
+    data = bytearray(path.read_bytes())
+    # Mark the first member encrypted (general purpose flag bit 0) in both of its headers.
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        data[data.index(signature) + offset] |= 1
+    path.write_bytes(bytes(data))
+    read = read_source(path)
+    assert dict(read.files) == {other: other_raw}
+    (rejection,) = read.rejections
+    assert (rejection.name, rejection.reason) == (name, "unreadable")
+    assert "encrypted" in rejection.detail
+
+
 def test_the_one_check_gives_the_same_verdict_for_every_kind_of_source() -> None:
     def entry(name: str, kind: str = FILE, size: int = 10) -> Entry:
         return Entry(name, kind, size, lambda limit: b"", "to /etc/passwd")
