@@ -120,8 +120,9 @@ class BestCheckpointArtifact(pl.Callback):
     ``model-<run id>`` (type ``model``, alias ``best``, file ``best.ckpt``).
 
     Its metadata is read from the file itself: the checkpoint's lineage (git commit, data
-    hash), global step, and the monitored metric with its best value. Works offline: the
-    artifact is staged with the offline run and uploaded by ``wandb sync``. (Lightning's
+    hash), global step, and the monitored metric with its best value. Works offline: W&B
+    stages a copy under ``$WANDB_DATA_DIR`` (not in the run folder) that ``wandb sync``
+    uploads. (Lightning's
     ``WandbLogger(log_model=True)`` logs the checkpoint of whichever ``ModelCheckpoint`` saved
     last; with the periodic ``last.ckpt`` callback beside the best one, that is not the best.)
     """
