@@ -372,12 +372,25 @@ function factRows(list, rows) {
   }
 }
 
+/** "SSIM 0.659, PSNR 22.2 dB on 848 test images" from the checkpoint's test metrics. */
+function metricsText(metrics) {
+  const parts = [];
+  for (const [key, value] of Object.entries(metrics ?? {})) {
+    if (typeof value !== "number" || key === "images") continue;
+    if (key === "ssim") parts.push(`SSIM ${fmt(value)}`);
+    else if (key === "psnr") parts.push(`PSNR ${fmt(value, 1)} dB`);
+    else parts.push(`${key} ${fmt(value)}`);
+  }
+  if (!parts.length) return "none recorded";
+  const images = metrics.images ? ` on ${metrics.images} ${metrics.split ?? ""} images` : "";
+  return parts.join(", ") + images.replace("  ", " ");
+}
+
 function showModel(model) {
-  const metrics = Object.entries(model.metrics ?? {}).map(([key, value]) => `${key} ${fmt(value)}`);
   factRows($("model-facts"), [
     ["Model", `${model.name} (${model.backend} backend)`],
     ["Latent", `${model.latent_dim} dimensions, ${model.image_size}x${model.image_size} images`],
-    ["Test metrics", metrics.join(", ") || "none recorded"],
+    ["Test metrics", metricsText(model.metrics)],
     ["Samplers", `${model.samplers.map(samplerLabel).join(", ")} `
       + `(default ${samplerLabel(model.default_sampler)})`],
     ["Drift check", model.drift
