@@ -9,24 +9,17 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import PROJECT_DIR, bundled_members
+from tests.helpers import PROJECT_DIR, bundled_members, running_server
 from vae_cats.predict_model import SHIPPED_MODEL
 
 pytestmark = pytest.mark.slow
@@ -61,43 +54,11 @@ LAUNCH_ARGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, server: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"server exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"server not ready after {timeout_s} s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The real server with the shipped model on a free port of 127.0.0.1."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    command = [sys.executable, "-m", "vae_cats.serving", "--model", str(SHIPPED_MODEL)]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_DIR)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, server, log, timeout_s=120)
+def server_url() -> Iterator[str]:
+    """The real server with the shipped model (ONNX backend, as `make serve`) on 127.0.0.1."""
+    with running_server(SHIPPED_MODEL, "onnx") as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture
@@ -133,24 +94,11 @@ def pixels(data_url: str) -> np.ndarray:
 
 def api_detail(url: str, name: str, raw: bytes) -> str:
     """The one-line ``detail`` the API itself answers for an upload of ``raw``."""
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-            f"Content-Type: text/plain\r\n\r\n"
-        ).encode()
-        + raw
-        + f"\r\n--{boundary}--\r\n".encode()
+    response = httpx.post(
+        f"{url}/reconstruct", params={"format": "json"}, files={"file": (name, raw)}, timeout=60
     )
-    request = urllib.request.Request(
-        f"{url}/reconstruct?format=json",
-        data=body,
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=30)
-    assert 400 <= refused.value.code < 500
-    return str(json.loads(refused.value.read())["detail"])
+    assert 400 <= response.status_code < 500, response.text
+    return str(response.json()["detail"])
 
 
 def wait_images(page: Page, selector: str, count: int) -> None:
