@@ -38,6 +38,14 @@ REQUIRED = [
 ]
 # The training layer and its entry point: the only modules that may load the training stack.
 TRAINING_LAYER = ("vae_cats.training", "vae_cats.data.datamodule", "vae_cats.train_model")
+# What the core never imports: entry points, serving/, training/.
+ABOVE_CORE = (
+    "vae_cats.train_model",
+    "vae_cats.predict_model",
+    "vae_cats.package_model",
+    "vae_cats.serving",
+    "vae_cats.training",
+)
 
 
 def light_modules() -> list[str]:
@@ -114,25 +122,31 @@ def _module_name(path: Path) -> str:
     return ".".join(path.relative_to(PROJECT_DIR).with_suffix("").parts)
 
 
-def _imports_training(path: Path) -> list[str]:
-    """Import statements of ``path`` that name ``vae_cats.training`` (absolute or relative)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    package = ".".join(path.relative_to(PROJECT_DIR).parent.parts)
-    hits = []
-    for node in ast.walk(tree):
+def _import_lines(source: str, package: str, targets: tuple[str, ...]) -> list[int]:
+    """Lines of the import statements in ``source`` (a module of ``package``; absolute or
+    relative imports) that name a module in ``targets`` or below."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                parent = package.rsplit(".", node.level - 1)[0]
                 base = f"{parent}.{base}" if base else parent
             names = [base] + [f"{base}.{alias.name}" for alias in node.names]
         else:
             continue
-        if any(n == "vae_cats.training" or n.startswith("vae_cats.training.") for n in names):
-            hits.append(f"{path.relative_to(PROJECT_DIR)}:{node.lineno}")
-    return hits
+        if any(n == t or n.startswith(f"{t}.") for n in names for t in targets):
+            lines.append(node.lineno)
+    return lines
+
+
+def _imports(path: Path, targets: tuple[str, ...]) -> list[str]:
+    """``file:line`` of each import in ``path`` naming a module in ``targets`` or below."""
+    package = ".".join(path.relative_to(PROJECT_DIR).parent.parts)
+    lines = _import_lines(path.read_text(), package, targets)
+    return [f"{path.relative_to(PROJECT_DIR)}:{line}" for line in lines]
 
 
 def test_only_the_training_layer_imports_training() -> None:
@@ -140,12 +154,26 @@ def test_only_the_training_layer_imports_training() -> None:
         hit
         for path in sorted(PACKAGE_DIR.rglob("*.py"))
         if not _module_name(path).startswith(TRAINING_LAYER)
-        for hit in _imports_training(path)
+        for hit in _imports(path, ("vae_cats.training",))
     ]
     assert offenders == []
 
 
-def test_import_scan_finds_training_imports() -> None:
-    """The scan itself works on the files that do import the training layer."""
-    assert _imports_training(PACKAGE_DIR / "train_model.py")
-    assert _imports_training(PACKAGE_DIR / "training" / "train.py")
+def test_core_imports_no_entry_point_serving_or_training() -> None:
+    offenders = [
+        hit
+        for path in sorted(PACKAGE_DIR.rglob("*.py"))
+        if not _module_name(path).startswith((*ABOVE_CORE, "vae_cats.data.datamodule"))
+        for hit in _imports(path, ABOVE_CORE)
+    ]
+    assert offenders == []
+
+
+def test_import_scan_finds_absolute_and_relative_imports() -> None:
+    """The scan itself works: on a file that imports the training layer, and on relative
+    imports (``from ..training import x`` inside ``vae_cats/serving/``)."""
+    assert _imports(PACKAGE_DIR / "train_model.py", ("vae_cats.training",))
+    training = ("vae_cats.training",)
+    assert _import_lines("from ..training import train\n", "vae_cats.serving", training) == [1]
+    assert _import_lines("from . import train\n", "vae_cats.training", training) == [1]
+    assert _import_lines("from .. import model\n", "vae_cats.serving", training) == []
