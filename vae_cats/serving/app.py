@@ -26,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
+from starlette.formparsers import MultiPartException
 
 from vae_cats.data.decode import BadImageError
 from vae_cats.generate import SamplerError
@@ -281,6 +282,32 @@ def create_app(settings: Settings) -> FastAPI:
         except BadImageError as err:
             raise _bad_request(400, f"{field}: {err}") from None
 
+    async def read_form(request: Request, max_files: int) -> Any:
+        # Starlette caps a text part at 1 MB by default: a base64 image may take the body limit.
+        try:
+            return await request.form(
+                max_files=max_files, max_fields=8, max_part_size=settings.max_body_bytes
+            )
+        except MultiPartException as err:
+            raise _bad_request(400, f"body: {err.message}") from None
+
+    reconstruct_body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "image_base64": {"type": "string"},
+                        },
+                    }
+                }
+            },
+        }
+    }
+
     @app.post(
         "/reconstruct",
         summary="Reconstruct an uploaded image, with SSIM, PSNR and a drift verdict",
@@ -293,16 +320,17 @@ def create_app(settings: Settings) -> FastAPI:
         description="Multipart: the image as the file part `file`, or as base64 text in the "
         "form field `image_base64` (same size limit once decoded). `format=png` returns the "
         "reconstruction alone, with `X-SSIM`, `X-PSNR` and `X-Drift-Outlier` headers.",
+        openapi_extra=reconstruct_body,
     )
     async def reconstruct(
-        file: Annotated[UploadFile | None, File(description="an image file")] = None,
-        image_base64: Annotated[str | None, Form(description="an image, base64")] = None,
-        format: Annotated[Literal["json", "png"], Query()] = "json",
+        request: Request, format: Annotated[Literal["json", "png"], Query()] = "json"
     ) -> Response:
         model = service()
+        form = await read_form(request, max_files=1)
+        file, image_base64 = form.get("file"), form.get("image_base64")
         if file is not None:
             image = await read_upload(model, "file", file)
-        elif image_base64:
+        elif isinstance(image_base64, str) and image_base64:
             raw = decode_base64("image_base64", image_base64, settings.max_upload_bytes)
             image = await run_in_threadpool(ingest, model, "image_base64", raw)
         else:
@@ -363,7 +391,7 @@ def create_app(settings: Settings) -> FastAPI:
         model = service()
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
-            form = await request.form(max_files=2, max_fields=8)
+            form = await read_form(request, max_files=2)
             parsed = parse(InterpolateRequest, form_fields(form, ("steps", "format")))
             a = await read_upload(model, "file_a", form.get("file_a"))
             b = await read_upload(model, "file_b", form.get("file_b"))

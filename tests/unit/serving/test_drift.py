@@ -1,0 +1,99 @@
+"""vae_cats.drift on real faces of the bundled sample and the shipped model: the MMD test,
+conformal p-values, the per-image scores of DriftDetector and what reference_statistics
+stores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vae_cats.checkpoint import read_checkpoint, vae_from_checkpoint
+from vae_cats.data.store import ingested_splits
+from vae_cats.drift import (
+    DriftDetector,
+    median_bandwidth,
+    mmd_permutation_test,
+    pixel_detail,
+    psnr,
+    reconstruction_scores,
+    reference_statistics,
+)
+from vae_cats.fileio import ASSETS_DIR
+
+SHIPPED = ASSETS_DIR / "cats_vae.ckpt"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> tuple[torch.nn.Module, dict]:
+    checkpoint = read_checkpoint(SHIPPED)
+    return vae_from_checkpoint(checkpoint, SHIPPED), checkpoint
+
+
+@pytest.fixture(scope="module")
+def bundled() -> dict[str, torch.Tensor]:
+    return ingested_splits("bundled")
+
+
+def test_mmd_same_distribution_is_not_drift_and_a_shift_is() -> None:
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.randn(200, 8, generator=generator)
+    same = torch.randn(60, 8, generator=generator)
+    shifted = torch.randn(60, 8, generator=generator) + 0.8
+    bandwidth = median_bandwidth(reference)
+    _, p_same = mmd_permutation_test(same, reference, bandwidth, permutations=200)
+    mmd2, p_shift = mmd_permutation_test(shifted, reference, bandwidth, permutations=200)
+    assert p_same > 0.05
+    assert p_shift < 0.01 and mmd2 > 0
+
+
+def test_mmd_refuses_a_single_row() -> None:
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        mmd_permutation_test(torch.zeros(1, 4), torch.zeros(5, 4), 1.0)
+
+
+def test_pixel_detail_and_psnr_values() -> None:
+    flat = torch.full((1, 3, 8, 8), 0.5)
+    stripes = torch.zeros(1, 3, 8, 8)
+    stripes[..., ::2] = 1.0
+    assert float(pixel_detail(flat)) == 0.0
+    assert float(pixel_detail(stripes)) == pytest.approx(0.5)  # 1 across, 0 down
+    assert float(psnr(flat + 0.1, flat)) == pytest.approx(20.0, abs=1e-4)
+
+
+def test_reference_statistics_flag_about_the_rate_on_validation_faces(
+    shipped: tuple[torch.nn.Module, dict], bundled: dict[str, torch.Tensor]
+) -> None:
+    """Calibrated on the bundled validation faces at 5%: at most 5% of them are flagged, noise
+    and a flat colour are, and the stored parts have the documented shapes."""
+    net, checkpoint = shipped
+    train, val = bundled["train"][:200], bundled["val"]
+    stats = reference_statistics(net, train, val, checkpoint["gmm_sampler"], 0.05)
+    assert stats["val_ssim"].shape == (len(val),)
+    assert stats["orientation_probe"]["coef"].shape == (4, net.latent_dim)
+    assert stats["reference_mu"].shape[1] == net.latent_dim
+    detector = DriftDetector(stats, checkpoint["gmm_sampler"])
+    mu, ssim = reconstruction_scores(net, val)
+    flagged = detector.scores(val.float() / 255, mu, ssim).is_outlier.float().mean()
+    assert flagged <= 0.05
+    odd = torch.stack(
+        [
+            torch.randint(0, 256, (3, 64, 64), generator=torch.Generator().manual_seed(1)),
+            torch.full((3, 64, 64), 128),
+        ]
+    ).to(torch.uint8)
+    mu, ssim = reconstruction_scores(net, odd)
+    scores = detector.scores(odd.float() / 255, mu, ssim)
+    assert scores.is_outlier.tolist() == [True, True], scores.score
+    assert "cannot draw" in scores.verdict(0) or "busier" in scores.verdict(0)
+    assert "flatter" in scores.verdict(1) or "simpler" in scores.verdict(1)
+
+
+def test_reference_statistics_need_enough_images(shipped: tuple[torch.nn.Module, dict]) -> None:
+    net, checkpoint = shipped
+    few = torch.zeros(5, 3, 64, 64, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="at least 20"):
+        reference_statistics(net, few, few, checkpoint["gmm_sampler"])
+
+
+def test_detector_is_absent_without_statistics() -> None:
+    assert DriftDetector.from_checkpoint({"gmm_sampler": {}}) is None
