@@ -185,31 +185,43 @@ def check_upload(page: Page, url: str) -> None:
     assert re.fullmatch(VERDICT, verdict), verdict
 
 
-def check_explorer(page: Page) -> None:
-    """Moving a slider changes the decoded face's pixels, with fewer requests than moves."""
+def settled_face(page: Page) -> str:
+    """The explorer's face once it matches the sliders (its frame no longer aria-busy)."""
+    page.locator("#explorer-face:not([aria-busy]) img").wait_for(timeout=WAIT_MS)
+    return str(page.locator("#explorer-face img").get_attribute("src"))
+
+
+def decoded_by_api(url: str, latent: np.ndarray) -> np.ndarray:
+    response = httpx.post(
+        f"{url}/decode", json={"latents": [latent.tolist()], "format": "json"}, timeout=60
+    )
+    response.raise_for_status()
+    return pixels("data:," + response.json()["images"][0])
+
+
+def check_explorer(page: Page, url: str) -> None:
+    """Moving a slider changes the face's pixels to exactly the API's decoding of the slider's
+    latent (latest wins), with fewer requests than moves; Reset brings back the first face."""
     sliders = page.locator("#sliders input[type=range]")
-    assert sliders.count() == 8
-    face = page.locator("#explorer-face img")
-    face.wait_for(timeout=WAIT_MS)
-    before = face.get_attribute("src") or ""
+    directions = httpx.get(f"{url}/model", timeout=30).json()["latent_directions"]
+    assert sliders.count() == len(directions["std"]) == 8
+    before = settled_face(page)
     decodes: list[str] = []
     page.on("request", lambda r: decodes.append(r.url) if r.url.endswith("/decode") else None)
     sliders.nth(0).focus()
     moves = 15
     for _ in range(moves):
         page.keyboard.press("ArrowRight")
-    page.wait_for_function(
-        "before => { const i = document.querySelector('#explorer-face img');"
-        " return i.src !== before && i.complete && i.naturalWidth > 0; }",
-        arg=before,
-        timeout=WAIT_MS,
-    )
-    after = face.get_attribute("src") or ""
     assert sliders.nth(0).input_value() == "1.5"
+    after = settled_face(page)
     assert not np.array_equal(pixels(before), pixels(after)), "the face did not change"
     assert 1 <= len(decodes) < moves, f"{len(decodes)} decode requests for {moves} moves"
+    mean, std, components = (np.asarray(directions[k]) for k in ("mean", "std", "components"))
+    expected = decoded_by_api(url, mean + 1.5 * std[0] * components[0])
+    assert np.abs(pixels(after).astype(int) - expected).max() <= 1, "face != sliders' latent"
     page.get_by_role("button", name="Reset").click()
     assert sliders.nth(0).input_value() == "0"
+    assert np.array_equal(pixels(settled_face(page)), pixels(before))
 
 
 def screenshot(page: Page, viewport: dict[str, int], path: Path) -> None:
@@ -238,13 +250,13 @@ def test_page_in_chromium(
     check_focus_visible(page)
     check_dialog_and_interpolation(page)
     check_upload(page, server_url)
-    check_explorer(page)
+    check_explorer(page, server_url)
     assert undecoded_images(page) == []
 
     out = SCREENSHOT_DIR if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path
     out.mkdir(parents=True, exist_ok=True)
     page.get_by_role("button", name="Random").click()
-    page.wait_for_timeout(500)
+    settled_face(page)
     screenshot(page, DESKTOP, out / "page-desktop.png")
     screenshot(page, PHONE, out / "page-phone.png")
     left = page.eval_on_selector_all("section.panel", "s => s.map(e => e.offsetLeft)")

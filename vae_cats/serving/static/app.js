@@ -77,7 +77,7 @@ function setStatus(section, text) {
 
 /** Run a section's request: busy status, API errors shown in the section; true if it worked. */
 async function guarded(section, busyText, work) {
-  setStatus(section, busyText);
+  if (busyText !== null) setStatus(section, busyText); // null: leave the status line as it is
   showError(section, null);
   try {
     await work();
@@ -252,37 +252,48 @@ function explorerLatent() {
 }
 
 // Latest wins: at most one decode request in flight; moves during it send one more after.
+// The face's frame is aria-busy from the first move until the face matches the sliders.
 const decoder = { timer: null, busy: false, again: false };
 
 function scheduleDecode() {
+  $("explorer-face").setAttribute("aria-busy", "true");
   clearTimeout(decoder.timer);
   decoder.timer = setTimeout(runDecode, DECODE_DELAY_MS);
 }
 
 async function runDecode() {
+  decoder.timer = null;
   if (decoder.busy) {
     decoder.again = true;
     return;
   }
   decoder.busy = true;
+  $("explorer-face").setAttribute("aria-busy", "true");
   try {
-    await guarded("explorer", "", async () => {
+    await guarded("explorer", null, async () => {
       const body = await postJson("/decode", { latents: [explorerLatent()], format: "json" });
-      await showImage($("explorer-face"), body.images[0], "Face decoded from the sliders' latent code");
+      await showImage($("explorer-face"), body.images[0],
+        "Face decoded from the sliders' latent code");
     });
   } finally {
     decoder.busy = false;
     if (decoder.again) {
       decoder.again = false;
       runDecode();
+    } else if (decoder.timer === null) {
+      $("explorer-face").removeAttribute("aria-busy");
     }
   }
 }
 
+function stdText(value) {
+  return (Math.round(Number(value) * 10) / 10 + 0).toFixed(1); // + 0 turns -0 into 0
+}
+
 function setSliders(values) {
   sliders().forEach((slider, k) => {
-    slider.value = String(values[k]);
-    slider.nextElementSibling.value = Number(values[k]).toFixed(1);
+    slider.value = String(values[k]); // snapped to the slider's step
+    slider.nextElementSibling.value = stdText(slider.value);
   });
   scheduleDecode();
 }
@@ -316,7 +327,7 @@ function setupExplorer(model) {
     const output = document.createElement("output");
     output.value = "0.0";
     slider.addEventListener("input", () => {
-      output.value = Number(slider.value).toFixed(1);
+      output.value = stdText(slider.value);
       slider.setAttribute("aria-valuetext", `${output.value} standard deviations`);
       scheduleDecode();
     });
