@@ -117,6 +117,7 @@ def check_gallery(page: Page) -> int:
         "() => performance.getEntriesByName('first-gallery').length > 0", timeout=WAIT_MS
     )
     first_ms = page.evaluate("() => performance.getEntriesByName('first-gallery')[0].startTime")
+    assert first_ms > 0
     first = image_sources(page, "#gallery-grid img")
     assert len(first) >= 8
     assert page.locator("#gallery-grid > :not(button)").count() == 0, "tiles must be buttons"
@@ -135,7 +136,9 @@ def check_dialog_and_interpolation(page: Page) -> None:
     dialog = page.locator("#cat-dialog")
     dialog.wait_for(state="visible")
     command = page.locator("#dialog-command").inner_text()
-    assert re.search(r"predict_model\.py --n \d+ --seed -?\d+ --sampler (gmm|normal)", command)
+    assert re.search(r"predict_model\.py --n \d+ --seed -?\d+ --sampler (gmm|normal)", command), (
+        command
+    )
     assert "sample_000.png" in command
     page.keyboard.press("Escape")
     dialog.wait_for(state="hidden")
@@ -160,7 +163,8 @@ def check_focus_visible(page: Page) -> None:
 
 
 def check_upload(page: Page, url: str) -> None:
-    """A text file shows the API's one-line detail; a real face its reconstruction."""
+    """A picked text file shows the API's one-line detail; a dropped real face its
+    reconstruction, scores and drift verdict."""
     junk = b"just some notes, not a photo\n"
     page.set_input_files(
         "#upload-file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": junk}]
@@ -172,9 +176,13 @@ def check_upload(page: Page, url: str) -> None:
     assert page.locator("#upload-result").is_hidden()
 
     name, raw = bundled_members(1)[0]
-    page.set_input_files(
-        "#upload-file", files=[{"name": name, "mimeType": "image/jpeg", "buffer": raw}]
+    dropped = page.evaluate_handle(
+        "([name, b64]) => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));"
+        " const t = new DataTransfer();"
+        " t.items.add(new File([bytes], name, {type: 'image/jpeg'})); return t; }",
+        [name, base64.b64encode(raw).decode()],
     )
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": dropped})
     page.locator("#upload-result").wait_for(state="visible", timeout=WAIT_MS)
     assert error.is_hidden()
     original = page.locator("#upload-original img")
