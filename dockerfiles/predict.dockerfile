@@ -5,8 +5,9 @@
 #       --model /models/best.ckpt --n 16 --out /out
 #
 # Slim on purpose: CPU-only torch from the PyTorch CPU index (no CUDA libraries, no nvidia-*
-# packages), no torchvision, no training or data-versioning tools; the package is installed
-# (not a script copied), so its bundled sample and any shipped model travel with it.
+# packages), no torchvision, no training stack (Lightning, torchmetrics, torchdata, Hydra,
+# OmegaConf) and no data-versioning tools; the package is installed (not a script copied),
+# so its bundled sample and any shipped model travel with it.
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build

@@ -59,6 +59,8 @@ def assert_no_work(tmp_path: Path) -> None:
         ("+logger.foo=1", "logger.foo"),  # was a TypeError traceback
         ("+hparams_search.foo=1", "hparams_search.foo"),
         ("tags=abc", "tags"),
+        ("seed=-1", "seed"),  # was Lightning's ValueError traceback
+        ("seed=4294967296", "seed"),
         ("optimized_metric=val/psrn", "optimized_metric"),
         ("optimized_metric=test/ssim", "optimized_metric"),  # a sweep never tunes on test
     ],
@@ -69,6 +71,23 @@ def test_unknown_or_misshapen_key_is_refused_naming_it(
     line = refusal(train_cli(*demo_args, override))
     assert line.startswith(f"{key}: "), line
     assert_no_work(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("logger.wandb.mode=bogus", "logger.wandb.mode"),  # was wandb's traceback
+        ("+logger.wandb.projct=x", "logger.wandb.projct"),  # a typo of a wandb.init key
+    ],
+)
+def test_bad_wandb_setting_is_refused_naming_it(
+    override: str, key: str, demo_args: list[str], tmp_path: Path
+) -> None:
+    args = [a for a in demo_args if a != "logger=csv"]  # the default logger: W&B
+    line = refusal(train_cli(*args, override))
+    assert line.startswith(f"{key}: "), line
+    assert_no_work(tmp_path)
+    assert not (tmp_path / "run" / "wandb").exists()
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,10 @@ def test_predict_image_writes_pngs_to_a_mounted_folder(
             assert image.format == "PNG" and image.size == (64, 64) and image.mode == "RGB"
     with Image.open(out / "samples.png") as grid:
         assert grid.size == (2 + 8 * 66, 2 + 2 * 66)
-    assert (out / "reconstructions.png").is_file()
+        first = grid.crop((2, 2, 66, 66)).convert("L")
+        assert max(first.getextrema()) - min(first.getextrema()) > 10  # a face, not a flat field
+    with Image.open(out / "reconstructions.png") as pairs:
+        assert pairs.format == "PNG" and pairs.width == 2 + 8 * 66
     # Written by the image's non-root user, with W&B logging offline into the mounted folder.
     assert (out / "samples.png").stat().st_uid == 1000
     assert list((out / "wandb").glob("offline-run-*"))
@@ -89,12 +92,14 @@ def test_predict_image_has_cpu_only_torch(predict_image: int) -> None:
     assert result.stdout.strip() == "None"
 
 
-def test_predict_image_has_no_nvidia_packages(predict_image: int) -> None:
+def test_predict_image_has_no_nvidia_packages_and_no_training_stack(predict_image: int) -> None:
     result = in_image("pip", "list", "--format=freeze")
     assert result.returncode == 0, result.stderr[-2000:]
     names = [line.split("==")[0].lower() for line in result.stdout.splitlines()]
-    assert "torch" in names
+    assert "torch" in names and "kornia" in names
     assert not [n for n in names if n.startswith(("nvidia", "triton", "cuda"))]
+    training = {"pytorch-lightning", "lightning", "torchmetrics", "torchdata", "hydra-core"}
+    assert not training & set(names) and "omegaconf" not in names
 
 
 def test_predict_image_runs_as_non_root_and_fits_the_budget(predict_image: int) -> None:

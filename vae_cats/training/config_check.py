@@ -17,6 +17,7 @@ import sys
 import tempfile
 import types
 import typing
+from collections import abc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -37,6 +38,13 @@ _ROOT_TYPES: dict[str, Any] = {
     "test": bool,
     "optimized_metric": str,
     "hparams_search": dict | None,
+}
+# The seeds numpy (and so Lightning's seed_everything) accepts: 32-bit unsigned.
+_MAX_SEED = 2**32 - 1
+# Targets whose **kwargs go on to another callable, whose signature then checks them.
+_FORWARDS_KWARGS = {
+    "pytorch_lightning.loggers.WandbLogger": "wandb.init",
+    "lightning.pytorch.loggers.WandbLogger": "wandb.init",
 }
 # Groups building one object (a ``_target_`` node), and groups of named optional objects.
 OBJECT_GROUPS = ("data", "model", "lit_module", "trainer")
@@ -76,7 +84,7 @@ def _matches(value: Any, hint: Any) -> bool | None:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if hint in (list, tuple) or hint in (typing.Sequence, typing.Iterable):
+    if hint in (list, tuple, typing.Sequence, typing.Iterable, abc.Sequence, abc.Iterable):
         return isinstance(value, list | tuple | ListConfig)
     if hint is dict:
         return isinstance(value, dict | DictConfig)
@@ -89,9 +97,25 @@ def _type_name(hint: Any) -> str:
     return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
+def _schema(target: Callable[..., Any]) -> tuple[list[str], bool, dict[str, Any]]:
+    """Argument names, whether it takes ``**kwargs``, and type hints of a class's
+    ``__init__`` or of a function."""
+    call: Callable[..., Any] = target.__init__ if inspect.isclass(target) else target
+    parameters = inspect.signature(call).parameters.values()
+    names = [p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_KEYWORD]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    try:
+        hints = typing.get_type_hints(call)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: skip type checks only
+        hints = {}
+    return names, takes_any, hints
+
+
 def check_types(node: DictConfig, key: str) -> None:
     """Check every argument of every ``_target_`` node under ``node`` against the type hints
-    of the target's signature; unknown argument names are refused too.
+    of the target's signature; unknown argument names are refused too. A target whose
+    ``**kwargs`` go on to another callable (``WandbLogger`` to ``wandb.init``) has its other
+    keys checked against that callable.
 
     Raises:
         ConfigError: Naming the full key, the expected type and the value found.
@@ -101,21 +125,18 @@ def check_types(node: DictConfig, key: str) -> None:
             target = get_method(node._target_)
         except ImportError:
             raise ConfigError(f"{key}._target_: cannot import {node._target_}") from None
-        call: Callable[..., Any] = target.__init__ if inspect.isclass(target) else target
-        signature = inspect.signature(call)
-        takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-        try:
-            hints = typing.get_type_hints(call)
-        except Exception:  # noqa: BLE001 - unresolvable annotations: skip type checks only
-            hints = {}
+        names, takes_any, hints = _schema(target)
+        if takes_any and node._target_ in _FORWARDS_KWARGS:
+            more, takes_any, more_hints = _schema(get_method(_FORWARDS_KWARGS[node._target_]))
+            names += [name for name in more if name not in names]
+            hints = {**more_hints, **hints}
         for name in map(str, node):
             if name.startswith("_"):
                 continue
             full = f"{key}.{name}"
-            if name not in signature.parameters and not takes_any:
+            if name not in names and not takes_any:
                 raise ConfigError(
-                    f"{full}: unknown key for {node._target_} "
-                    f"(it takes: {', '.join(p for p in signature.parameters if p != 'self')})"
+                    f"{full}: unknown key for {node._target_} (it takes: {', '.join(names)})"
                 )
             value = node[name]
             if isinstance(value, DictConfig) and "_target_" in value:
@@ -135,6 +156,8 @@ def check_root(cfg: DictConfig) -> None:
     for name, hint in _ROOT_TYPES.items():
         if name in cfg and _matches(cfg[name], hint) is False:
             raise ConfigError(f"{name}: expected {_type_name(hint)}, got {cfg[name]!r}")
+    if "seed" in cfg and not 0 <= cfg.seed <= _MAX_SEED:
+        raise ConfigError(f"seed: must be in [0, {_MAX_SEED}] (numpy's range), got {cfg.seed}")
 
 
 def _root_cause(err: BaseException) -> BaseException:
