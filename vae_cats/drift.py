@@ -11,7 +11,7 @@ Per image, three scores, each turned into a conformal p-value against the valida
   (noise, clutter: the model cannot draw it) or too high (a flat or very simple picture,
   simpler than any face);
 - ``nll``: negative log-likelihood of the posterior mean ``mu`` under the training means'
-  Gaussian mixture stored in the model (``gmm_sampler``);
+  Gaussian mixture stored in the model (``gmm_sampler``, ``latent_mixture``);
 - ``detail``: mean absolute difference between neighbouring pixels (total variation per
   pixel), two-sided: a flat colour or a smooth gradient has far less than a face, noise far
   more (image complexity, as in Serra et al. 2020, "Input complexity and out-of-distribution
@@ -107,16 +107,15 @@ def test_metrics(net: BaseVAE, images: Tensor, batch_size: int = BATCH) -> dict[
     }
 
 
-def mixture_nll(gmm_state: dict[str, Tensor], mu: Tensor) -> Tensor:
-    """Negative log-likelihood (nats) of latent codes mu (N, latent_dim) under the Gaussian
-    mixture of a ``GaussianMixtureSampler.state_dict()``; shape (N,), float64."""
-    mixture = torch.distributions.MixtureSameFamily(
+def latent_mixture(gmm_state: dict[str, Tensor]) -> torch.distributions.MixtureSameFamily:
+    """The Gaussian mixture of a ``GaussianMixtureSampler.state_dict()`` as a torch
+    distribution over latent codes (float64; the Cholesky factors are computed here, once)."""
+    return torch.distributions.MixtureSameFamily(
         torch.distributions.Categorical(probs=gmm_state["weights"].double()),
         torch.distributions.MultivariateNormal(
             gmm_state["means"].double(), covariance_matrix=gmm_state["covariances"].double()
         ),
     )
-    return -mixture.log_prob(mu.double())
 
 
 def fit_orientation_probe(net: BaseVAE, images: Tensor, seed: int = 0) -> dict[str, Tensor]:
@@ -224,7 +223,7 @@ def reference_statistics(
         "validation_images": len(val_images),
         "val_ssim": val_ssim.float().sort().values,
         "val_detail": pixel_detail(to_float(val_images)).float().sort().values,
-        "val_nll": mixture_nll(gmm_state, mu).float().sort().values,
+        "val_nll": -latent_mixture(gmm_state).log_prob(mu.double()).float().sort().values,
         "val_orientation": orientation_score(probe, mu).float().sort().values,
         "orientation_probe": probe,
         "reference_mu": reference_mu.half(),
@@ -285,7 +284,7 @@ class DriftDetector:
 
     def __init__(self, stats: dict[str, Any], gmm_state: dict[str, Tensor]) -> None:
         self.stats = stats
-        self.gmm_state = gmm_state
+        self.mixture = latent_mixture(gmm_state)
         self.threshold = float(stats["threshold"])
         self.false_alarm_rate = float(stats["false_alarm_rate"])
 
@@ -307,7 +306,7 @@ class DriftDetector:
             "ssim_high": _p_high(stats["val_ssim"], recon_ssim),
             "detail_low": _p_low(stats["val_detail"], detail),
             "detail_high": _p_high(stats["val_detail"], detail),
-            "nll": _p_high(stats["val_nll"], mixture_nll(self.gmm_state, mu)),
+            "nll": _p_high(stats["val_nll"], -self.mixture.log_prob(mu.double())),
             "orientation": _p_high(
                 stats["val_orientation"], orientation_score(stats["orientation_probe"], mu)
             ),

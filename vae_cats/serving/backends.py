@@ -119,6 +119,8 @@ class OnnxBackend:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle threads sleep instead of spinning: the cores are shared with the web server.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         encoder, decoder = export_onnx(net, image_size)
         providers = ["CPUExecutionProvider"]
         self.encoder = ort.InferenceSession(encoder, options, providers=providers)

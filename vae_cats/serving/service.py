@@ -69,7 +69,10 @@ class ModelService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        torch.set_num_threads(settings.threads)
+        # With ONNX Runtime running the network, torch only scores single images (SSIM,
+        # drift): one thread. Two spinning OpenMP threads made a 64x64 SSIM take 150 ms, not
+        # 7 ms, on 2 busy cores.
+        torch.set_num_threads(settings.threads if settings.backend == "torch" else 1)
         # The mixture sampler's SVDs run in OpenBLAS; its spinning threads beside torch's
         # slowed a 16-code draw from 0.5 s to 5-30 s on 2 busy cores: one BLAS thread.
         threadpool_limits(limits=1, user_api="blas")
