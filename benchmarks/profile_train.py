@@ -207,7 +207,11 @@ def tables(summary: dict[str, Any], batch_size: int, top: int) -> str:
 
 
 def build(
-    experiment: str, overrides: list[str], total_steps: int, callbacks: list[pl.Callback]
+    experiment: str,
+    overrides: list[str],
+    total_steps: int,
+    callbacks: list[pl.Callback],
+    root_dir: Path,
 ) -> tuple[pl.Trainer, pl.LightningModule, pl.LightningDataModule, int]:
     """The experiment's trainer (training only, ``total_steps`` steps), module and data."""
     register_resolvers()
@@ -222,7 +226,7 @@ def build(
     datamodule = instantiate(cfg.data)
     trainer = instantiate(
         cfg.trainer,
-        default_root_dir=tempfile.mkdtemp(prefix="profile-"),
+        default_root_dir=str(root_dir),
         max_steps=total_steps,
         max_epochs=-1,
         max_time=None,
@@ -272,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
         on_trace_ready=on_trace_ready,
     )
     trainer, module, datamodule, batch_size = build(
-        args.experiment, args.overrides, args.warmup + args.steps, [StepProfiler(prof)]
+        args.experiment, args.overrides, args.warmup + args.steps, [StepProfiler(prof)], out
     )
     start = time.perf_counter()
     with prof:
