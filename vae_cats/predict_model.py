@@ -302,7 +302,10 @@ def predict(args: argparse.Namespace) -> int:
             "git_commit": lineage.get("git_commit"),
             "data_hash": lineage.get("data_hash"),
         }
-        print(f"W&B run: {log_png_files(paths, args.out, config)}")
+        captions = {
+            "reconstructions": f"{len(x)} faces from {faces.origin}, each above its reconstruction"
+        }
+        print(f"W&B run: {log_png_files(paths, args.out, config, captions)}")
     return 0
 
 

@@ -16,9 +16,15 @@ def wandb_mode() -> str:
     return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
-def log_png_files(paths: dict[str, Path], out: Path, config: dict[str, Any]) -> str:
+def log_png_files(
+    paths: dict[str, Path],
+    out: Path,
+    config: dict[str, Any],
+    captions: dict[str, str] | None = None,
+) -> str:
     """Log PNG files to a new W&B run of job type ``predict`` under ``out``, one image per key
-    (``predict/<key>``), read from disk so W&B stores the file's pixels unchanged.
+    (``predict/<key>``, captioned by ``captions[key]`` when given), read from disk so W&B stores
+    the file's pixels unchanged.
 
     Returns:
         The run folder (``out/wandb/offline-run-*`` offline).
@@ -27,6 +33,12 @@ def log_png_files(paths: dict[str, Path], out: Path, config: dict[str, Any]) -> 
 
     mode = cast(Literal["online", "offline", "disabled"], wandb_mode())
     run = wandb.init(project="vae_cats", job_type="predict", dir=out, mode=mode, config=config)
-    run.log({f"predict/{key}": wandb.Image(str(path)) for key, path in paths.items()})
+    captions = captions or {}
+    run.log(
+        {
+            f"predict/{key}": wandb.Image(str(path), caption=captions.get(key))
+            for key, path in paths.items()
+        }
+    )
     run.finish()
     return str(Path(run.dir).parent)

@@ -209,10 +209,14 @@ def test_shipped_model_reconstructs_its_own_test_faces(
     """By default the faces reconstructed are the test faces stored in the shipped model (its
     own cats64 test split), not the bundled sample's split that overlaps its training set."""
     out = tmp_path / "out"
-    assert predict_main(["--n", "2", "--num-recon", "8", "--out", str(out), "--no-wandb"]) == 0
+    assert predict_main(["--n", "2", "--num-recon", "8", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "from the model's own test split (cats64.tar, seed 42)" in captured.out
     assert "warning" not in captured.err
+    (run,) = (out / "wandb").glob("offline-run-*")
+    (row,) = wandb_history(run)
+    caption = row["predict/reconstructions/caption"]
+    assert caption.startswith("8 faces from the model's own test split (cats64.tar, seed 42)")
     stored = read_checkpoint(SHIPPED_MODEL)["test_faces"]
     grid = read_image(str(out / "reconstructions.png"))
     assert grid.shape == (3, 2 + 2 * 66, 2 + 8 * 66)
