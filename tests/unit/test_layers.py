@@ -177,3 +177,15 @@ def test_import_scan_finds_absolute_and_relative_imports() -> None:
     assert _import_lines("from ..training import train\n", "vae_cats.serving", training) == [1]
     assert _import_lines("from . import train\n", "vae_cats.training", training) == [1]
     assert _import_lines("from .. import model\n", "vae_cats.serving", training) == []
+
+
+def test_architecture_page_names_every_module() -> None:
+    """docs/architecture.md has a line for each module (``__init__`` files aside)."""
+    page = (PROJECT_DIR / "docs" / "architecture.md").read_text()
+    missing = [
+        path.relative_to(PACKAGE_DIR).as_posix()
+        for path in sorted(PACKAGE_DIR.rglob("*.py"))
+        if path.name != "__init__.py"
+        and f"`{path.relative_to(PACKAGE_DIR).as_posix()}`" not in page
+    ]
+    assert missing == []
