@@ -71,8 +71,9 @@ size() {
 run_predict() {
     local out models ctr
     out="$(realpath -m "$2")"
-    # The image runs as uid 1000: a readable copy of the checkpoint (training writes 0600
-    # files) in a models folder, and an output folder it may write to.
+    # The image runs as uid 1000: a readable copy of the checkpoint (a strict umask on the
+    # host may leave it unreadable to others) in a models folder, and an output folder it
+    # may write to.
     models="$(mktemp -d /tmp/vae-cats-models.XXXXXX)"
     install -m 0644 "$1" "$models/model.ckpt"
     chmod 0755 "$models"
