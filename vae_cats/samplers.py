@@ -91,10 +91,12 @@ class GaussianMixtureSampler:
 
     def _factors(self) -> list[np.ndarray]:
         if self._factor_cache is None:
-            self._factor_cache = []
+            factors = []
             for covariance in self.mixture.covariances_:
                 _, singular, vh = np.linalg.svd(covariance)
-                self._factor_cache.append(np.sqrt(singular)[:, None] * vh)
+                factors.append(np.sqrt(singular)[:, None] * vh)
+            # Assigned whole, so a thread sampling meanwhile never sees a partial list.
+            self._factor_cache = factors
         return self._factor_cache
 
     def state_dict(self) -> dict[str, Tensor]:

@@ -22,12 +22,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from PIL import Image
 
-from tests.helpers import bundled_members, running_server
+from tests.helpers import bundled_members
 from vae_cats.checkpoint import read_checkpoint, vae_from_checkpoint
 from vae_cats.data.decode import decode_image
 from vae_cats.fileio import ASSETS_DIR
 from vae_cats.generate import latent_codes
 from vae_cats.images import to_uint8
+from vae_cats.serving.launch import running_server
 
 SHIPPED = ASSETS_DIR / "cats_vae.ckpt"
 LIMIT = 2 * 1024 * 1024
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    with running_server(SHIPPED, "onnx") as base:
+    with running_server(SHIPPED, "onnx") as (base, _):
         yield base
 
 
