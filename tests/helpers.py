@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tarfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,54 +138,3 @@ class BatchRecorder(pl.Callback):
         sums = (batch.double() * 255).round().sum(dim=(1, 2, 3)).long().tolist()
         with (self.out_dir / f"images_rank{trainer.global_rank}.txt").open("a") as handle:
             handle.writelines(f"{s}\n" for s in sums)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def running_server(model: Path, backend: str = "onnx", timeout: float = 300) -> Iterator[str]:
-    """A real API server (``python -m vae_cats.serving``) on 127.0.0.1 and a free port: yields
-    its base URL once ``/readyz`` answers 200, and stops it (its own pid) afterwards."""
-    import os
-    import tempfile
-    import time
-
-    import httpx
-
-    port = free_port()
-    command = [sys.executable, "-m", "vae_cats.serving", "--model", str(model)]
-    command += ["--backend", backend, "--port", str(port)]
-    command += ["--threads", os.environ.get("OMP_NUM_THREADS", "2")]
-    # The log goes to a file: a pipe nobody reads would fill and stall the server.
-    log = tempfile.TemporaryFile(mode="w+")
-    process = subprocess.Popen(command, cwd=PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"server exited: {log.read()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready after {timeout} s")
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
