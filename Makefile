@@ -8,6 +8,7 @@ DEMO_DIR := outputs/demo
 .PHONY: install demo train test test-fast lint lock clean
 .PHONY: docs docker docker-predict docker-train docker-run-predict
 .PHONY: data bench bench-ingest
+.PHONY: serve bench-serve
 .PHONY: test-latest profile
 
 $(STAMP): requirements.lock pyproject.toml
@@ -85,6 +86,14 @@ bench: $(STAMP)  ## score checkpoints on the cats64 test split into outputs/benc
 
 bench-ingest: $(STAMP)  ## hardened ingest of cats64 against a sequential PIL loop: prints a table
 	$(BIN)/python benchmarks/bench_ingest.py --repeat 3
+
+SERVE_MODEL ?= vae_cats/assets/cats_vae.ckpt
+SERVE_BACKEND ?= onnx
+serve: $(STAMP)  ## HTTP API on 127.0.0.1:8000 (shipped model, ONNX Runtime): make serve [SERVE_MODEL=PATH SERVE_BACKEND=torch]
+	$(BIN)/python -m vae_cats.serving --model $(SERVE_MODEL) --backend $(SERVE_BACKEND) --host 127.0.0.1 --port 8000
+
+bench-serve: $(STAMP)  ## load benchmark of the API, both backends, 16 clients, 4 x 20 s: prints a table
+	$(BIN)/python benchmarks/bench_serve.py --duration 20
 
 PROFILE_EXP ?= exp1
 PROFILE_STEPS ?= 20
