@@ -223,7 +223,7 @@ def reference_statistics(
         "validation_images": len(val_images),
         "val_ssim": val_ssim.float().sort().values,
         "val_detail": pixel_detail(to_float(val_images)).float().sort().values,
-        "val_nll": -latent_mixture(gmm_state).log_prob(mu.double()).float().sort().values,
+        "val_nll": (-latent_mixture(gmm_state).log_prob(mu.double())).float().sort().values,
         "val_orientation": orientation_score(probe, mu).float().sort().values,
         "orientation_probe": probe,
         "reference_mu": reference_mu.half(),
@@ -237,14 +237,17 @@ def reference_statistics(
 
 
 def _p_high(sorted_reference: Tensor, values: Tensor) -> Tensor:
-    """Conformal p-value of values being this large: (1 + #{ref >= v}) / (n + 1)."""
-    below = torch.searchsorted(sorted_reference.double(), values.double(), side="left")
+    """Conformal p-value of values being this large: (1 + #{ref >= v}) / (n + 1).
+
+    Compared in float32, the stored precision: a calibration value compared in float64 with
+    its own rounded copy could miss itself."""
+    below = torch.searchsorted(sorted_reference.float(), values.float(), side="left")
     return (1 + len(sorted_reference) - below) / (len(sorted_reference) + 1)
 
 
 def _p_low(sorted_reference: Tensor, values: Tensor) -> Tensor:
     """Conformal p-value of values being this small: (1 + #{ref <= v}) / (n + 1)."""
-    at_most = torch.searchsorted(sorted_reference.double(), values.double(), side="right")
+    at_most = torch.searchsorted(sorted_reference.float(), values.float(), side="right")
     return (1 + at_most) / (len(sorted_reference) + 1)
 
 

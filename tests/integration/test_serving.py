@@ -9,9 +9,12 @@ import base64
 import io
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
@@ -19,6 +22,7 @@ import numpy as np
 import pytest
 import schemathesis
 import torch
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from PIL import Image
 
@@ -28,7 +32,9 @@ from vae_cats.data.decode import decode_image
 from vae_cats.fileio import ASSETS_DIR
 from vae_cats.generate import latent_codes
 from vae_cats.images import to_uint8
+from vae_cats.serving.app import create_app
 from vae_cats.serving.launch import running_server
+from vae_cats.serving.settings import Settings
 
 SHIPPED = ASSETS_DIR / "cats_vae.ckpt"
 LIMIT = 2 * 1024 * 1024
@@ -338,3 +344,41 @@ def test_schemathesis_finds_no_server_error(url: str) -> None:
                 assert "\n" not in response.json()["detail"], response.text[:300]
 
         no_server_error()
+
+
+def test_model_without_drift_statistics_or_mixture(tmp_path: Path) -> None:
+    """A checkpoint with the network only (like a training checkpoint) is served: drift is
+    reported as unavailable, not a 500, and the mixture sampler is refused with a 422."""
+    checkpoint = read_checkpoint(SHIPPED)
+    bare = {key: checkpoint[key] for key in ("net_config", "state_dict", "lineage")}
+    path = tmp_path / "bare.ckpt"
+    torch.save(bare, path)
+    with TestClient(create_app(Settings(model=path, backend="torch", threads=1))) as client:
+        deadline = time.monotonic() + 120
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        card = client.get("/model").json()
+        assert card["drift"] is None and card["latent_directions"] is None
+        assert card["samplers"] == ["normal"] and card["default_sampler"] == "normal"
+        assert client.post("/generate", json={"n": 2, "seed": 0}).status_code == 200
+        assert_one_line(client.post("/generate", json={"n": 2, "sampler": "gmm"}), 422, "sampler")
+        body = client.post("/reconstruct", files={"file": ("cat.jpg", face())}).json()
+        assert body["drift"] is None and 0 < body["ssim"] <= 1
+        files = [("files", (f"{i}.jpg", face())) for i in range(3)]
+        assert_one_line(client.post("/drift", files=files), 409, "drift statistics")
+
+
+def test_cli_refuses_a_bad_model_in_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.ckpt"
+    junk.write_text("not a checkpoint")
+    for model in (junk, tmp_path / "missing.ckpt"):
+        result = subprocess.run(
+            [sys.executable, "-m", "vae_cats.serving", "--model", str(model)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("serving: error:"), lines
+        assert str(model) in lines[0]
