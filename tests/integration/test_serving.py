@@ -33,6 +33,7 @@ from vae_cats.fileio import ASSETS_DIR
 from vae_cats.generate import latent_codes
 from vae_cats.images import to_uint8
 from vae_cats.serving.app import create_app
+from vae_cats.serving.image import main as image_entry
 from vae_cats.serving.launch import running_server
 from vae_cats.serving.settings import Settings
 
@@ -382,3 +383,15 @@ def test_cli_refuses_a_bad_model_in_one_line(tmp_path: Path) -> None:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("serving: error:"), lines
         assert str(model) in lines[0]
+
+
+def test_image_entry_point_dispatches_serve_and_predict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The predict image's entry point: `serve ...` is the API's command line, anything else
+    the predict script's (both refuse a missing model in one line, exit code 2)."""
+    missing = tmp_path / "missing.ckpt"
+    assert image_entry(["serve", "--model", str(missing)]) == 2
+    assert capsys.readouterr().err.startswith("serving: error:")
+    assert image_entry(["--model", str(missing), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith("predict_model: error:")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError) as err:
         print(f"serving: error: {err}", file=sys.stderr)
         return 2
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it
+    # found: make that an ordinary exit (atexit hooks run, exit code 0; docker stop's case).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 
