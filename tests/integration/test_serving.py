@@ -40,8 +40,6 @@ from vae_cats.serving.settings import Settings
 SHIPPED = ASSETS_DIR / "cats_vae.ckpt"
 LIMIT = 2 * 1024 * 1024
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:

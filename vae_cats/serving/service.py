@@ -141,7 +141,8 @@ class ModelService:
 
     def codes(self, n: int, seed: int, sampler: str) -> Tensor:
         """``n`` latent codes (n, latent_dim) of ``sampler`` drawn with ``seed``, exactly as
-        predict draws them (``generate.latent_codes``).
+        predict draws them (``generate.latent_codes``; the stored mixture's sampler is kept
+        between calls).
 
         Raises:
             SamplerError: If the sampler is unknown or the model has no mixture.
