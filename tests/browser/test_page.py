@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import PROJECT_DIR, bundled_members, running_server
+from tests.helpers import PROJECT_DIR, bundled_members
 from vae_cats.predict_model import SHIPPED_MODEL
+from vae_cats.serving.launch import running_server
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,7 @@ LAUNCH_ARGS = [
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
     """The real server with the shipped model (ONNX backend, as `make serve`) on 127.0.0.1."""
-    with running_server(SHIPPED_MODEL, "onnx") as url:
+    with running_server(SHIPPED_MODEL, "onnx") as (url, _):
         yield url
 
 
