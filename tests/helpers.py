@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import struct
 import subprocess
 import sys
@@ -32,6 +34,8 @@ FAST_TRAIN_OVERRIDES = [
     "trainer.limit_test_batches=1",
     "trainer.accelerator=cpu",
     "trainer.devices=1",
+    # exp1 compiles its SSIM loss: tens of seconds per process that a 3-step run never repays.
+    "lit_module.compile_loss=false",
 ]
 
 
@@ -138,3 +142,27 @@ class BatchRecorder(pl.Callback):
         sums = (batch.double() * 255).round().sum(dim=(1, 2, 3)).long().tolist()
         with (self.out_dir / f"images_rank{trainer.global_rank}.txt").open("a") as handle:
             handle.writelines(f"{s}\n" for s in sums)
+
+
+class KillAtStep(pl.Callback):
+    """Test probe: SIGKILLs its own process, as a pre-empted job dies, at global step ``step``:
+    when a training batch starts there (every checkpoint of the steps before is on disk), or
+    with ``in_validation=True`` when a validation (not the sanity check) starts there."""
+
+    def __init__(self, step: int, in_validation: bool = False) -> None:
+        self.step = step
+        self.in_validation = in_validation
+
+    def _kill_at(self, trainer: pl.Trainer) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if not self.in_validation:
+            self._kill_at(trainer)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.in_validation and not trainer.sanity_checking:
+            self._kill_at(trainer)

@@ -7,14 +7,20 @@ notebook, the training loop, the predict script and an API.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from vae_cats.losses import kl_divergence, ssim_recon_loss
+from vae_cats.losses import free_bits_kl, kl_divergence, ssim_loss
 
 RECON_LOSSES = ("ssim", "mse")
+# Range of the encoder's log-variance, as in latent diffusion's DiagonalGaussianDistribution
+# (Rombach et al. 2022): posterior variances between e^-30 (about 1e-13) and e^20 (about
+# 5e8). Trained encoders stay far inside it; outside it exp(logvar) overflows float32
+# (above 88) and the KL turns infinite, so a runaway head is clamped instead of crashing.
+LOGVAR_RANGE = (-30.0, 20.0)
 
 
 class VAEOutput(NamedTuple):
@@ -57,6 +63,10 @@ class BaseVAE(nn.Module, abc.ABC):
     @abc.abstractmethod
     def loss_function(self, x: Tensor, out: VAEOutput, beta: float) -> VAELoss:
         """Training objective for inputs ``x`` and the forward output ``out``."""
+
+    @abc.abstractmethod
+    def compile_loss(self) -> None:
+        """Compile the costly part of ``loss_function`` with ``torch.compile`` from now on."""
 
     @staticmethod
     def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -187,9 +197,14 @@ class ConvVAE(BaseVAE):
         residual: Add a residual block to every stage.
         recon_loss: ``"ssim"`` (Kornia SSIM loss plus the L1 term) or ``"mse"`` (mean squared
             error per pixel, the usual recipe of VAE zoos, kept for the baseline).
+        encoder_dropout: Dropout probability on the encoder's flattened features, before
+            the mu and logvar heads (training only), in [0, 1).
+        free_bits: Floor of each latent dimension's batch-mean KL in the loss, in nats, >= 0
+            (``losses.free_bits_kl``); 0 leaves the loss's KL as it is.
 
     Raises:
-        ValueError: On a non-positive size or a negative weight, naming the argument.
+        ValueError: On a non-positive size, a negative weight or a probability out of
+            range, naming the argument.
     """
 
     def __init__(
@@ -201,16 +216,23 @@ class ConvVAE(BaseVAE):
         l1_weight: float = 0.0,
         residual: bool = False,
         recon_loss: str = "ssim",
+        encoder_dropout: float = 0.0,
+        free_bits: float = 0.0,
     ) -> None:
         super().__init__()
         channels = [int(c) for c in hidden_channels]
         _check_architecture(latent_dim, channels, image_size, beta, l1_weight)
         if recon_loss not in RECON_LOSSES:
             raise ValueError(f"recon_loss must be one of {RECON_LOSSES}, got {recon_loss!r}")
+        if not 0.0 <= encoder_dropout < 1.0:
+            raise ValueError(f"encoder_dropout must lie in [0, 1), got {encoder_dropout}")
+        if free_bits < 0:
+            raise ValueError(f"free_bits must be >= 0, got {free_bits}")
         self.recon_loss = recon_loss
         self.latent_dim = latent_dim
         self.beta = beta
         self.l1_weight = l1_weight
+        self.free_bits = free_bits
         self.config = {
             "latent_dim": latent_dim,
             "hidden_channels": channels,
@@ -219,7 +241,10 @@ class ConvVAE(BaseVAE):
             "l1_weight": l1_weight,
             "residual": residual,
             "recon_loss": recon_loss,
+            "encoder_dropout": encoder_dropout,
+            "free_bits": free_bits,
         }
+        self._ssim_loss: Callable[[Tensor, Tensor], Tensor] = ssim_loss
         self._bottom = (channels[-1], image_size // 2 ** len(channels))
         bottom_features = channels[-1] * self._bottom[1] ** 2
 
@@ -228,6 +253,9 @@ class ConvVAE(BaseVAE):
             for c_in, c_out in zip([3, *channels[:-1]], channels, strict=True)
         ]
         self.encoder = nn.Sequential(*stages, nn.Flatten())
+        # No module at all without dropout: the same layers, random draws and outputs as
+        # before the option existed.
+        self.encoder_dropout = nn.Dropout(encoder_dropout) if encoder_dropout else nn.Identity()
         self.fc_mu = nn.Linear(bottom_features, latent_dim)
         self.fc_logvar = nn.Linear(bottom_features, latent_dim)
 
@@ -247,10 +275,11 @@ class ConvVAE(BaseVAE):
         """Posterior parameters of images x, (B, 3, H, W) in [0, 1].
 
         Returns:
-            (mu, logvar), each (B, latent_dim); logvar is the natural log of the variance.
+            (mu, logvar), each (B, latent_dim); logvar is the natural log of the variance,
+            clamped to ``LOGVAR_RANGE``.
         """
-        features = self.encoder(x)
-        return self.fc_mu(features), self.fc_logvar(features)
+        features = self.encoder_dropout(self.encoder(x))
+        return self.fc_mu(features), self.fc_logvar(features).clamp(*LOGVAR_RANGE)
 
     def decode(self, z: Tensor) -> Tensor:
         """Images (B, 3, H, W) in [0, 1] from latent codes z of shape (B, latent_dim)."""
@@ -258,23 +287,40 @@ class ConvVAE(BaseVAE):
         h = self.decoder_input(z).view(-1, channels, side, side)
         return self.decoder(h)
 
+    def compile_loss(self) -> None:
+        """Run the SSIM loss through ``torch.compile`` from now on (the network itself stays
+        eager: compiled whole, the step was slower on CPU). The first call compiles for its
+        batch shape; the first call with another shape (a last, smaller batch) compiles once
+        more, for any batch size. Each takes seconds to a minute on CPU."""
+        self._ssim_loss = torch.compile(ssim_loss)
+
     def loss_function(self, x: Tensor, out: VAEOutput, beta: float) -> VAELoss:
         """``recon_loss + beta * kl`` for inputs x (B, 3, H, W) in [0, 1].
 
         ``recon_loss`` is Kornia's SSIM loss (window 11) plus ``l1_weight`` times the mean
         absolute error (or the mean squared error when ``recon_loss="mse"``); ``kl`` is
-        KL(q(z|x) || N(0, I)) in nats per image, batch mean. Everything is computed in float32,
-        also when the network ran under bf16 autocast.
+        KL(q(z|x) || N(0, I)) in nats per image, batch mean. With ``free_bits`` > 0 the loss
+        weighs ``losses.free_bits_kl`` instead of ``kl`` (``kl`` is still the true KL).
+        Everything is computed in float32, also when the network ran under bf16 autocast.
+
+        The range of x is not checked here (that would read it back on every step):
+        ``losses.check_unit_range`` it where the data enters; ``recon`` is a sigmoid output.
         """
         x, recon = x.float(), out.recon.float()
         if self.recon_loss == "mse":
             recon_loss = (recon - x).pow(2).mean()
         else:
-            recon_loss = ssim_recon_loss(recon, x)
+            if recon.shape != x.shape:
+                raise ValueError(
+                    f"recon and x differ in shape: {tuple(recon.shape)} vs {tuple(x.shape)}"
+                )
+            recon_loss = self._ssim_loss(recon, x)
             if self.l1_weight > 0:
                 recon_loss = recon_loss + self.l1_weight * (recon - x).abs().mean()
-        kl = kl_divergence(out.mu.float(), out.logvar.float()).mean()
-        return VAELoss(recon_loss + beta * kl, recon_loss, kl)
+        mu, logvar = out.mu.float(), out.logvar.float()
+        kl = kl_divergence(mu, logvar).mean()
+        weighed = free_bits_kl(mu, logvar, self.free_bits) if self.free_bits else kl
+        return VAELoss(recon_loss + beta * weighed, recon_loss, kl)
 
 
 def _check_architecture(

@@ -81,6 +81,46 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(p).all() for p in net.parameters())
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "last_step"),
+    [
+        # The first thing a user tries: fewer steps than an epoch (13 steps of 64 faces).
+        # It died in EarlyStopping ("val/loss ... not available") before any validation.
+        (["trainer.max_steps=4"], 4),
+        # Epochs of 3 steps, last.ckpt every 2: the run ends at step 5, mid-epoch and off
+        # that interval; last.ckpt stayed at step 4 (Lightning wrote no final last.ckpt).
+        (
+            [
+                "trainer.max_steps=5",
+                "trainer.limit_train_batches=3",
+                "callbacks.last_checkpoint.every_n_train_steps=2",
+            ],
+            5,
+        ),
+    ],
+)
+def test_any_run_length_ends_cleanly_with_its_final_state_in_last_ckpt(
+    overrides: list[str], last_step: int, tmp_path: Path
+) -> None:
+    result = run_train(
+        tmp_path, "experiments=demo", "data.source=bundled", "logger=csv", *overrides
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert f"global step: {last_step}" in result.stdout
+    assert f"step budget: {last_step} optimiser steps in all (trainer.max_steps)" in result.stdout
+    assert "steps/s" in result.stdout and "load average" in result.stdout
+    # The final weights were validated (the test SSIM comes from the best checkpoint) and
+    # last.ckpt holds them.
+    assert "test SSIM:" in result.stdout
+    last = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == last_step
+    assert last["callbacks"]["StepBudget"]["total_steps"] == last_step
+    best = read_checkpoint(tmp_path / "checkpoints" / "best.ckpt")
+    assert best["global_step"] <= last_step
+
+
 class WritesMarker:
     """Unpickling this object opens (so creates) the file at ``path``."""
 

@@ -50,7 +50,7 @@ SCALARS = {
     "train/beta",
     *(f"{stage}/{name}" for stage in ("val", "test") for name in ("loss", "recon_loss", "kl")),
     *(f"{stage}/{name}" for stage in ("val", "test") for name in ("ssim", "psnr")),
-    "lr-Adam",
+    "lr-AdamW",
     "epoch",
     "trainer/global_step",
 }

@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from vae_cats.losses import kl_divergence, ssim, ssim_recon_loss
+from vae_cats.losses import (
+    check_unit_range,
+    free_bits_kl,
+    kl_divergence,
+    ssim,
+    ssim_recon_loss,
+)
 
 
 def test_ssim_recon_loss_of_image_with_itself_is_zero() -> None:
@@ -62,3 +68,24 @@ def test_kl_divergence_is_zero_at_the_prior() -> None:
 def test_kl_divergence_refuses_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match="shape"):
         kl_divergence(torch.zeros(2, 8), torch.zeros(2, 4))
+
+
+def test_free_bits_kl_without_a_floor_is_the_mean_kl() -> None:
+    gen = torch.Generator().manual_seed(0)
+    mu, logvar = torch.randn(5, 16, generator=gen), torch.randn(5, 16, generator=gen)
+    expected = kl_divergence(mu, logvar).mean()
+    assert free_bits_kl(mu, logvar, 0.0).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_free_bits_kl_floors_each_dimension_of_the_batch_mean() -> None:
+    mu = torch.zeros(3, 4)
+    mu[:, 0] = 2.0  # KL 2 nats in dimension 0, 0 in the others
+    assert free_bits_kl(mu, torch.zeros(3, 4), 0.5).item() == pytest.approx(2.0 + 3 * 0.5)
+    with pytest.raises(ValueError, match="free_bits"):
+        free_bits_kl(mu, torch.zeros(3, 4), -1.0)
+
+
+def test_check_unit_range_names_the_tensor_and_the_range() -> None:
+    check_unit_range("x", torch.rand(2, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"images must hold values in \[0, 1\], got range"):
+        check_unit_range("images", torch.full((1, 3, 8, 8), 2.0))

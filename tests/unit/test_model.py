@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vae_cats.model import ConvVAE
+from vae_cats.model import LOGVAR_RANGE, ConvVAE
 
 SMALL = {"latent_dim": 16, "hidden_channels": [8, 16, 16, 32]}
 
@@ -91,8 +91,60 @@ def test_reparameterize_has_the_posterior_moments() -> None:
         ({"image_size": 60}, "image_size"),
         ({"hidden_channels": []}, "hidden_channels"),
         ({"l1_weight": -0.1}, "l1_weight"),
+        ({"encoder_dropout": 1.0}, "encoder_dropout"),
+        ({"free_bits": -0.5}, "free_bits"),
     ],
 )
 def test_impossible_settings_are_refused_naming_the_key(kwargs: dict, key: str) -> None:
     with pytest.raises(ValueError, match=key):
         ConvVAE(**kwargs)
+
+
+@pytest.mark.parametrize("bias", [100.0, -100.0])
+def test_a_runaway_logvar_head_is_clamped_to_a_finite_kl_and_loss(
+    net: ConvVAE, bias: float
+) -> None:
+    with torch.no_grad():
+        net.fc_logvar.bias.fill_(bias)
+    x = torch.rand(4, 3, 64, 64)
+    out = net(x)
+    assert out.logvar.min() >= LOGVAR_RANGE[0] and out.logvar.max() <= LOGVAR_RANGE[1]
+    loss = net.loss_function(x, out, beta=1e-3)
+    assert all(torch.isfinite(part) for part in loss)
+    assert torch.isfinite(out.z).all() and torch.isfinite(out.recon).all()
+
+
+def test_without_dropout_the_encoder_has_no_dropout_layer_and_the_same_weights(
+    net: ConvVAE,
+) -> None:
+    with_dropout = ConvVAE(**SMALL, encoder_dropout=0.3)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in net.modules())
+    assert list(with_dropout.state_dict()) == list(net.state_dict())
+    with_dropout.load_state_dict(net.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    with_dropout.train()
+    assert not torch.equal(with_dropout.encode(x)[0], net.encode(x)[0])
+    with_dropout.eval()
+    net.eval()
+    assert torch.equal(with_dropout.encode(x)[0], net.encode(x)[0])
+
+
+def test_free_bits_floor_the_kl_in_the_loss_but_not_the_reported_kl(net: ConvVAE) -> None:
+    x = torch.rand(4, 3, 64, 64)
+    torch.manual_seed(1)
+    plain = net.loss_function(x, net(x), beta=1.0)
+    floored = ConvVAE(**SMALL, free_bits=1e3)
+    floored.load_state_dict(net.state_dict())
+    torch.manual_seed(1)
+    loss = floored.loss_function(x, floored(x), beta=1.0)
+    assert torch.equal(loss.kl, plain.kl) and torch.equal(loss.recon_loss, plain.recon_loss)
+    # Every dimension's KL is under 1000 nats: the loss carries the floor, 16 x 1000.
+    assert loss.loss.item() == pytest.approx(loss.recon_loss.item() + 16 * 1e3)
+
+
+def test_the_loss_does_not_read_the_batch_back_but_still_checks_shapes(net: ConvVAE) -> None:
+    x = torch.rand(2, 3, 64, 64)
+    out = net(x)
+    assert torch.isfinite(net.loss_function(x * 255, out, 1e-3).loss)  # checked at data entry
+    with pytest.raises(ValueError, match="shape"):
+        net.loss_function(x[:, :, :32], out, 1e-3)

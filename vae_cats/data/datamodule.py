@@ -19,7 +19,7 @@ from typing import Any
 import kornia.augmentation as K
 import pytorch_lightning as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -49,13 +49,51 @@ class ImageTensorDataset(Dataset[Tensor]):
         return self.images[index]
 
 
+def light_augmentation(shift: float, scale: float, color_jitter: float) -> nn.Module | None:
+    """Kornia augmentation that keeps a face a face: a random shift of up to ``shift`` times
+    the side, a random zoom in ``[1 - scale, 1 + scale]`` (borders reflected, no rotation),
+    and brightness, contrast and saturation each scaled by a random factor in
+    ``[1 - color_jitter, 1 + color_jitter]`` (hue kept: a cat keeps its colours). Draws from
+    torch's global generator (saved in checkpoints). Images (B, 3, H, W) in [0, 1] stay in
+    [0, 1].
+
+    Returns:
+        The augmentation, or None when every strength is 0.
+
+    Raises:
+        ValueError: If shift is outside [0, 0.5), scale outside [0, 1) or color_jitter
+            outside [0, 1].
+    """
+    if not 0 <= shift < 0.5:
+        raise ValueError(f"shift must lie in [0, 0.5), got {shift}")
+    if not 0 <= scale < 1:
+        raise ValueError(f"scale must lie in [0, 1), got {scale}")
+    if not 0 <= color_jitter <= 1:
+        raise ValueError(f"color_jitter must lie in [0, 1], got {color_jitter}")
+    steps: list[nn.Module] = []
+    if shift or scale:
+        steps.append(
+            K.RandomAffine(
+                degrees=0.0,
+                translate=(shift, shift) if shift else None,
+                scale=(1 - scale, 1 + scale) if scale else None,
+                padding_mode="reflection",
+                p=1.0,
+            )
+        )
+    if color_jitter:
+        steps.append(K.ColorJitter(color_jitter, color_jitter, color_jitter, 0.0, p=1.0))
+    return nn.Sequential(*steps) if steps else None
+
+
 class CatFacesDataModule(pl.LightningDataModule):
     """Serves the ingested cat faces from memory as float batches (B, 3, S, S) in [0, 1].
 
     ``prepare_data`` ingests ``source`` into ``processed_dir`` unless a manifest made from
     the same source, unchanged since (``source_stamp``: file sizes and modification times),
     and the same settings is already there. Training batches get a random
-    horizontal flip; validation and test batches are untouched.
+    horizontal flip and, when asked, ``light_augmentation``; validation and test batches
+    are untouched.
 
     Args:
         source: Folder, .tar or .zip of images, ``"bundled"`` or None (see ``resolve_source``).
@@ -72,10 +110,16 @@ class CatFacesDataModule(pl.LightningDataModule):
         wrong_size: What ingest does with images that are not ``image_size`` square:
             ``"resize"`` (centre-crop and resize, listed as resized) or ``"reject"``
             (exclude and report).
+        shift: Largest random shift of a training image, as a fraction of its side
+            (``light_augmentation``; 0: none).
+        scale: Largest random zoom of a training image, relative (0: none).
+        color_jitter: Strength of random brightness, contrast and saturation changes of
+            training images (0: none).
 
     Raises:
         ValueError: If an argument is out of range (batch size, workers, flip probability,
-            and those of ``IngestSettings``: image size, seed, fractions, ``wrong_size``).
+            augmentation strengths, and those of ``IngestSettings``: image size, seed,
+            fractions, ``wrong_size``).
     """
 
     def __init__(
@@ -90,6 +134,9 @@ class CatFacesDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         flip_prob: float = 0.5,
         wrong_size: str = "resize",
+        shift: float = 0.0,
+        scale: float = 0.0,
+        color_jitter: float = 0.0,
     ) -> None:
         super().__init__()
         # Checked here, not when the first batch is drawn: a bad value stops the run before
@@ -112,6 +159,9 @@ class CatFacesDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.flip = K.RandomHorizontalFlip(p=flip_prob)
+        self.augment = light_augmentation(shift, scale, color_jitter)
+        # The training shuffle's own generator, saved in every checkpoint (state_dict).
+        self.shuffle_generator = torch.Generator().manual_seed(seed)
         self.splits: dict[str, Tensor] = {}
 
     def prepare_data(self) -> None:
@@ -135,7 +185,7 @@ class CatFacesDataModule(pl.LightningDataModule):
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.settings.seed),
+            generator=self.shuffle_generator if shuffle else None,
         )
         # torch draws each epoch's worker base seed from loader.generator right after the
         # sampler's permutation; a restored sampler replays the permutation but not that
@@ -143,6 +193,16 @@ class CatFacesDataModule(pl.LightningDataModule):
         # differently. The base seeds get their own generator; the sampler keeps its own.
         loader.generator = torch.Generator().manual_seed(self.settings.seed)
         return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        # Where the training shuffle stands. Lightning restores the loader's own state only
+        # when it resumes inside an epoch; resumed from an end-of-epoch checkpoint, the next
+        # epoch would otherwise be shuffled from the seed again, not as the uninterrupted run.
+        return {"shuffle_generator": self.shuffle_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "shuffle_generator" in state_dict:
+            self.shuffle_generator.set_state(state_dict["shuffle_generator"])
 
     def train_dataloader(self) -> StatefulDataLoader:
         return self._loader("train", shuffle=True)
@@ -157,4 +217,6 @@ class CatFacesDataModule(pl.LightningDataModule):
         x = to_float(batch)
         if self.trainer is not None and self.trainer.training:
             x = self.flip(x)
+            if self.augment is not None:
+                x = self.augment(x)
         return x

@@ -1,5 +1,5 @@
-"""Lightning callbacks: picture logging, run lineage and random states in checkpoints, a stop
-on a NaN loss."""
+"""Lightning callbacks: picture logging, run lineage and random states in checkpoints, a
+``last.ckpt`` that ends as the final state, a stop on a NaN loss."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
@@ -188,6 +189,49 @@ class RngStateCheckpoint(pl.Callback):
         if "cuda" in self._pending and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(self._pending["cuda"])
         self._pending = None
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that keeps ``last.ckpt`` the latest state: every
+    ``every_n_train_steps`` optimiser steps (as its parent), after every validation, at every
+    epoch end, and at the end of training whatever the step, so a finished run's
+    ``last.ckpt`` holds its final weights. (The parent writes ``last.ckpt`` after a
+    validation only when it also saved a top-k checkpoint there, and at the end only when it
+    never wrote one.)
+
+    A step that ends an epoch is saved when the epoch has ended (after its validation), not
+    right after its batch: Lightning resumes a checkpoint taken between an epoch's last batch
+    and its end one epoch ahead, and skips that epoch's validation.
+
+    Takes ``ModelCheckpoint``'s arguments; meant with ``save_last=True``, ``save_top_k=0``.
+    """
+
+    def _save_last_now(self, trainer: pl.Trainer) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if batch_idx + 1 < trainer.num_training_batches:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._save_last_now(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._save_last_now(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._save_last_now(trainer)
 
 
 class NonFiniteLossError(RuntimeError):

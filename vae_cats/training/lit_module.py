@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.seed import isolate_rng
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from vae_cats.losses import ssim
+from vae_cats.losses import check_unit_range, ssim
 from vae_cats.model import BaseVAE, VAELoss
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -25,6 +26,11 @@ class VAELitModule(pl.LightningModule):
     the posterior from collapsing before the decoder has learned anything. Validation and
     test losses always use the full ``net.beta``, so they are comparable across epochs.
 
+    Validation and test draw their reparameterisation noise from a fixed seed per batch,
+    inside ``isolate_rng``: their losses are comparable from epoch to epoch, and they leave
+    the global random streams of training untouched, so a run's weights do not depend on
+    when, or whether, it validated (a resumed run skips validations the interrupted one did).
+
     Logged metrics: ``train/loss``, ``train/recon_loss``, ``train/kl``, ``train/beta``,
     the same under ``val/``, and ``val/ssim``, ``val/psnr`` (dB), ``test/ssim``, ``test/psnr``
     of the deterministic reconstruction ``decode(mu)``.
@@ -32,14 +38,17 @@ class VAELitModule(pl.LightningModule):
     Args:
         net: The VAE.
         optimizer: Partial optimiser constructor taking the parameters.
-        scheduler: Optional partial LR-scheduler constructor taking the optimiser; stepped
-            once per epoch.
+        scheduler: Optional partial LR-scheduler constructor taking the optimiser.
+        scheduler_interval: Step the scheduler after every optimiser ``"step"`` or every
+            ``"epoch"``.
         kl_warmup_steps: Optimiser steps of the linear KL warm-up, >= 0.
         channels_last: Run the network on channels-last tensors; oneDNN's convolutions are
             faster in that layout on CPU, above all under bf16 autocast.
+        compile_loss: Compile the network's SSIM loss with ``torch.compile`` (about 2x faster
+            on CPU; the first step then takes tens of seconds longer).
 
     Raises:
-        ValueError: If kl_warmup_steps < 0.
+        ValueError: If kl_warmup_steps < 0 or scheduler_interval is unknown.
     """
 
     def __init__(
@@ -47,19 +56,28 @@ class VAELitModule(pl.LightningModule):
         net: BaseVAE,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
+        scheduler_interval: Literal["step", "epoch"] = "step",
         kl_warmup_steps: int = 0,
         channels_last: bool = False,
+        compile_loss: bool = False,
     ) -> None:
         super().__init__()
         if kl_warmup_steps < 0:
             raise ValueError(f"kl_warmup_steps must be >= 0, got {kl_warmup_steps}")
+        if scheduler_interval not in ("step", "epoch"):
+            raise ValueError(
+                f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}"
+            )
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
         self.kl_warmup_steps = kl_warmup_steps
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)  # type: ignore[call-overload]
+        if compile_loss:
+            self.net.compile_loss()
 
     def current_beta(self) -> float:
         """KL weight at the current global step, in [0, net.beta]."""
@@ -79,17 +97,25 @@ class VAELitModule(pl.LightningModule):
                 batch_size=batch_size,
             )
 
+    def _prepare(self, x: Tensor, batch_idx: int) -> Tensor:
+        # The [0, 1] check reads the batch back: once per epoch and stage, not every step.
+        if batch_idx == 0:
+            check_unit_range("batch", x)
+        return x.contiguous(memory_format=self.memory_format)
+
     def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
-        x = x.contiguous(memory_format=self.memory_format)
+        x = self._prepare(x, batch_idx)
         beta = self.current_beta()
         loss = self.net.loss_function(x, self.net(x), beta)
         self._log_loss("train", loss, len(x))
         self.log("train/beta", beta, on_step=True, on_epoch=False, batch_size=len(x))
         return loss.loss
 
-    def _evaluate(self, stage: str, x: Tensor) -> None:
-        x = x.contiguous(memory_format=self.memory_format)
-        out = self.net(x)
+    def _evaluate(self, stage: str, x: Tensor, batch_idx: int) -> None:
+        x = self._prepare(x, batch_idx)
+        with isolate_rng():
+            torch.manual_seed(batch_idx)
+            out = self.net(x)
         loss = self.net.loss_function(x, out, float(self.net.beta))
         self._log_loss(stage, loss, len(x))
         # The deterministic reconstruction decode(mu), from the encoding already computed.
@@ -101,13 +127,10 @@ class VAELitModule(pl.LightningModule):
         self.log(f"{stage}/psnr", psnr, batch_size=len(x))
 
     def validation_step(self, x: Tensor, batch_idx: int) -> None:
-        self._evaluate("val", x)
+        self._evaluate("val", x, batch_idx)
 
     def test_step(self, x: Tensor, batch_idx: int) -> None:
-        self._evaluate("test", x)
-
-    def predict_step(self, x: Tensor, batch_idx: int) -> Tensor:
-        return self.net.reconstruct(x)
+        self._evaluate("test", x, batch_idx)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())
@@ -116,7 +139,7 @@ class VAELitModule(pl.LightningModule):
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

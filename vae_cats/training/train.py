@@ -26,6 +26,7 @@ from vae_cats.training.lineage import (
     run_lineage,
     save_config_file,
 )
+from vae_cats.training.schedule import StepBudget
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         FiniteLossGuard(),
         LineageCallback(lineage),
         RngStateCheckpoint(),
+        StepBudget(),
     ]
     loggers = instantiate_loggers(cfg.get("logger"), wandb_run_id)
     trainer: pl.Trainer = config_check.build(

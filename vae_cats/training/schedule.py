@@ -1,0 +1,244 @@
+"""The learning-rate schedule and the step budget of a run.
+
+A run's total number of optimiser steps is fixed once, near its start, and kept in every
+checkpoint: from ``trainer.max_steps`` when set (the same schedule on any machine), else
+measured to fit ``trainer.max_time`` (a faster machine gets more steps), else
+``max_epochs`` times the batches per epoch. The learning rate warms up linearly, holds, then
+follows a half cosine down to its floor exactly at that total (Loshchilov & Hutter 2017,
+"SGDR: Stochastic Gradient Descent with Warm Restarts", without restarts), stepped after
+every optimiser step, so it stays a function of the step and a resumed run continues it
+bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Timer
+
+log = logging.getLogger(__name__)
+
+
+class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
+    """Linear warm-up, then a half cosine to ``min_lr_ratio`` times the base LR.
+
+    At optimiser step ``t`` (0-based) the LR is the base LR times
+
+    - ``(t + 1) / warmup_steps`` while ``t < warmup_steps``;
+    - ``min_lr_ratio + (1 - min_lr_ratio) * (1 + cos(pi * p)) / 2`` after, with
+      ``p = (t - warmup_steps) / (total_steps - warmup_steps)`` clipped to [0, 1];
+    - 1 after the warm-up while ``total_steps`` is still unknown (a run whose total is
+      measured holds its peak LR until then: about one validation period).
+
+    ``total_steps`` comes from ``set_total_steps`` (``StepBudget`` calls it once per run) and
+    is part of ``state_dict``, so a resumed run anneals over the same total.
+
+    Args:
+        optimizer: The optimiser whose learning rates are scheduled.
+        warmup_steps: Optimiser steps of the linear warm-up, >= 0.
+        min_lr_ratio: Final LR as a fraction of the base LR, in [0, 1].
+        last_epoch: Index of the last step taken (-1: start fresh), as in torch schedulers.
+
+    Raises:
+        ValueError: If warmup_steps < 0 or min_lr_ratio is outside [0, 1].
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if not 0.0 <= min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {min_lr_ratio}")
+        self.warmup_steps = warmup_steps
+        self.min_lr_ratio = min_lr_ratio
+        self.total_steps: int | None = None
+        super().__init__(optimizer, last_epoch)
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Fix the step at which the LR reaches its floor.
+
+        Raises:
+            ValueError: If total_steps < 1.
+        """
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        self.total_steps = total_steps
+
+    def factor(self, step: int) -> float:
+        """The LR at optimiser step ``step`` as a fraction of the base LR, in [0, 1]."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.total_steps is None:
+            return 1.0
+        span = self.total_steps - self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / span) if span > 0 else 1.0
+        cosine = (1.0 + math.cos(math.pi * progress)) / 2
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        return [float(base) * self.factor(self.last_epoch) for base in self.base_lrs]
+
+
+def _timer(trainer: pl.Trainer) -> Timer | None:
+    return next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # type: ignore[attr-defined]
+
+
+class StepBudget(pl.Callback):
+    """Fixes the run's total optimiser steps once and makes the run end there.
+
+    The total is, in this order: the one stored in the checkpoint a run resumes from;
+    ``trainer.max_steps`` when > 0; measured when ``trainer.max_time`` is set: from the end of
+    step ``start + skip_steps`` to the end of the first validation after it (or
+    ``calibration_steps`` steps, whichever comes first), so validation, checkpoints and
+    picture grids are in the measured speed, then ``steps so far + steps/s * time left *
+    (1 - margin)``; else ``max_epochs`` times the batches per epoch. A measured total is
+    capped by ``max_steps``/``max_epochs`` where they are set. The total is logged, becomes
+    the trainer's ``max_steps`` (``max_time`` stays a hard cap), is handed to the LR schedule
+    (``WarmupCosineLR.set_total_steps``) and is saved in every checkpoint.
+
+    When the last step is not at an epoch end, it asks the trainer to stop there, which makes
+    Lightning validate the final weights (a run shorter than an epoch then has ``val/*``
+    metrics, early stopping its metric, and the best checkpoint a candidate).
+
+    At the end of training it logs the steps/s, images/s and the load average.
+
+    Args:
+        skip_steps: Steps not timed (first-step warm-ups: allocator, compilation), >= 0.
+        calibration_steps: Most timed steps when no validation comes first, >= 1.
+        margin: Share of the time left kept in reserve, in [0, 1).
+
+    Raises:
+        ValueError: On an argument out of range.
+    """
+
+    def __init__(
+        self, skip_steps: int = 5, calibration_steps: int = 200, margin: float = 0.02
+    ) -> None:
+        if skip_steps < 0 or calibration_steps < 1 or not 0.0 <= margin < 1.0:
+            raise ValueError(
+                "need skip_steps >= 0, calibration_steps >= 1, 0 <= margin < 1, got "
+                f"{skip_steps}, {calibration_steps}, {margin}"
+            )
+        self.skip_steps = skip_steps
+        self.calibration_steps = calibration_steps
+        self.margin = margin
+        self.total_steps: int | None = None
+        self.measured_steps_per_s: float | None = None
+        self._window: tuple[int, float] | None = None
+        self._run_start: tuple[int, float] = (0, 0.0)
+
+    # -- the total -------------------------------------------------------------------------
+
+    def _cap(self, trainer: pl.Trainer) -> int | None:
+        caps = []
+        if trainer.max_steps > 0:
+            caps.append(trainer.max_steps)
+        max_epochs = trainer.max_epochs
+        batches = trainer.num_training_batches
+        if max_epochs is not None and max_epochs > 0 and math.isfinite(batches):
+            caps.append(max_epochs * math.ceil(batches / trainer.accumulate_grad_batches))
+        return min(caps) if caps else None
+
+    def _fix(self, trainer: pl.Trainer, total: int, how: str) -> None:
+        self.total_steps = max(total, trainer.global_step + 1)
+        log.info("step budget: %d optimiser steps in all (%s)", self.total_steps, how)
+        self._apply(trainer)
+
+    def _apply(self, trainer: pl.Trainer) -> None:
+        assert self.total_steps is not None
+        trainer.fit_loop.epoch_loop.max_steps = self.total_steps
+        for config in trainer.lr_scheduler_configs:
+            if isinstance(config.scheduler, WarmupCosineLR):
+                config.scheduler.set_total_steps(self.total_steps)
+
+    def _measure(self, trainer: pl.Trainer, after_validation: bool) -> None:
+        assert self._window is not None
+        step0, time0 = self._window
+        steps, seconds = trainer.global_step - step0, time.monotonic() - time0
+        if steps < 1 or not (after_validation or steps >= self.calibration_steps):
+            return
+        timer = _timer(trainer)
+        remaining = timer.time_remaining() if timer is not None else None
+        assert remaining is not None
+        self.measured_steps_per_s = steps / seconds
+        budget = int(self.measured_steps_per_s * max(0.0, remaining) * (1.0 - self.margin))
+        total = trainer.global_step + budget
+        cap = self._cap(trainer)
+        self._fix(
+            trainer,
+            min(total, cap) if cap is not None else total,
+            f"{self.measured_steps_per_s:.2f} steps/s measured over {steps} steps"
+            f"{' and a validation' if after_validation else ''}, "
+            f"{remaining:.0f} s of trainer.max_time left",
+        )
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._run_start = (trainer.global_step, time.monotonic())
+        if self.total_steps is not None:  # restored from the checkpoint
+            log.info("step budget: %d optimiser steps (from the checkpoint)", self.total_steps)
+            self._apply(trainer)
+            return
+        timer = _timer(trainer)
+        if trainer.max_steps > 0:
+            self._fix(trainer, trainer.max_steps, "trainer.max_steps")
+        elif timer is not None and timer.time_remaining() is not None:
+            self._window = None  # measured from step skip_steps on
+        elif (cap := self._cap(trainer)) is not None:
+            self._fix(trainer, cap, "trainer.max_epochs x batches per epoch")
+        else:
+            log.warning("step budget: no max_steps, max_time or max_epochs: the LR never anneals")
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
+    ) -> None:
+        if self.total_steps is None and _timer(trainer) is not None:
+            if self._window is None:
+                if trainer.global_step >= self._run_start[0] + self.skip_steps:
+                    self._window = (trainer.global_step, time.monotonic())
+            else:
+                self._measure(trainer, after_validation=False)
+        if self.total_steps is not None and trainer.global_step >= self.total_steps:
+            # Stopping here makes Lightning validate the final weights (a no-op at an epoch end).
+            trainer.should_stop = True
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.total_steps is None and self._window is not None and not trainer.sanity_checking:
+            self._measure(trainer, after_validation=True)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        step0, time0 = self._run_start
+        steps, seconds = trainer.global_step - step0, time.monotonic() - time0
+        rate = steps / seconds if seconds > 0 else 0.0
+        batch_size = getattr(trainer.datamodule, "batch_size", None)  # type: ignore[attr-defined]
+        images = f", {rate * batch_size:.0f} images/s" if batch_size else ""
+        load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        log.info(
+            "trained %d steps in %.0f s: %.2f steps/s%s (validation included); "
+            "load average (1, 5, 15 min): %s on %d CPUs",
+            steps,
+            seconds,
+            rate,
+            images,
+            load,
+            os.cpu_count() or 0,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total_steps": self.total_steps, "measured_steps_per_s": self.measured_steps_per_s}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.total_steps = state_dict.get("total_steps")
+        self.measured_steps_per_s = state_dict.get("measured_steps_per_s")
