@@ -64,9 +64,9 @@ def test_optuna_sweep_records_a_diverged_trial_and_names_the_best(tmp_path: Path
         next(o for o in r["overrides"] if o.startswith("lit_module.optimizer.lr=")): r
         for r in results(sweep_dir)
     }
-    assert set(by_lr) == {"lit_module.optimizer.lr=0.001", "lit_module.optimizer.lr=10.0"}
-    assert by_lr["lit_module.optimizer.lr=10.0"]["status"] == "failed"
-    assert "training loss is" in by_lr["lit_module.optimizer.lr=10.0"]["message"]
+    assert set(by_lr) == {"lit_module.optimizer.lr=0.001", "lit_module.optimizer.lr=10000.0"}
+    assert by_lr["lit_module.optimizer.lr=10000.0"]["status"] == "failed"
+    assert "training loss is" in by_lr["lit_module.optimizer.lr=10000.0"]["message"]
     assert by_lr["lit_module.optimizer.lr=0.001"]["status"] == "finished"
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert best["best_params"] == {"lit_module.optimizer.lr": 0.001}
