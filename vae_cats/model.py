@@ -291,8 +291,22 @@ class ConvVAE(BaseVAE):
         """Run the SSIM loss through ``torch.compile`` from now on (the network itself stays
         eager: compiled whole, the step was slower on CPU). The first call compiles for its
         batch shape; the first call with another shape (a last, smaller batch) compiles once
-        more, for any batch size. Each takes seconds to a minute on CPU."""
-        self._ssim_loss = torch.compile(ssim_loss)
+        more, for any batch size. Each takes seconds to a minute on CPU.
+
+        The compiled loss runs outside any autocast region, in float32: on CPU it is then
+        about 2.5x faster than under bf16 autocast (eager or compiled) and gives the same
+        value to float32 precision. Without gradients (validation, test) the eager loss runs:
+        a few batches an epoch do not repay one more compilation.
+        """
+        compiled = torch.compile(ssim_loss)
+
+        def float32_ssim_loss(recon: Tensor, x: Tensor) -> Tensor:
+            if not torch.is_grad_enabled():
+                return ssim_loss(recon, x)
+            with torch.autocast(recon.device.type, enabled=False):
+                return compiled(recon, x)
+
+        self._ssim_loss = float32_ssim_loss
 
     def loss_function(self, x: Tensor, out: VAEOutput, beta: float) -> VAELoss:
         """``recon_loss + beta * kl`` for inputs x (B, 3, H, W) in [0, 1].

@@ -59,7 +59,14 @@ def train(run_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         f"hydra.run.dir={run_dir}",
         f"data.processed_dir={run_dir.parent / 'processed'}",
     ]
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    # PYTHONPATH: the kill callback (tests.helpers.KillAtStep) is imported by the training
+    # process, whose sys.path starts at vae_cats/, not at the project root.
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "PYTHONPATH": str(PROJECT_DIR),
+    }
     return subprocess.run(
         command, capture_output=True, text=True, timeout=900, cwd=PROJECT_DIR, env=env
     )
@@ -168,3 +175,21 @@ def test_killed_during_the_epoch_end_validation_resumes_to_the_same_weights(
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_checkpoint(last)["epoch"] == read_checkpoint(uninterrupted)["epoch"]
     assert torch.equal(weights(uninterrupted), weights(last))
+
+
+def test_the_same_seed_gives_the_same_steps_with_the_compiled_loss(tmp_path: Path) -> None:
+    """exp1's arithmetic (bf16 autocast, channels-last, the compiled SSIM loss) on CPU."""
+    exp1 = [
+        "experiments=exp1",
+        "lit_module.compile_loss=true",
+        "trainer.max_steps=4",
+        "trainer.max_time=null",
+        "trainer.limit_val_batches=1",
+        "trainer.num_sanity_val_steps=0",
+    ]
+    runs = []
+    for name in ("a", "b"):
+        result = train(tmp_path / name, *exp1)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(weights(tmp_path / name / "checkpoints" / "last.ckpt"))
+    assert torch.equal(*runs)

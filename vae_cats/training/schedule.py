@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import statistics
 import time
 from typing import Any
 
@@ -98,14 +99,20 @@ class StepBudget(pl.Callback):
     """Fixes the run's total optimiser steps once and makes the run end there.
 
     The total is, in this order: the one stored in the checkpoint a run resumes from;
-    ``trainer.max_steps`` when > 0; measured when ``trainer.max_time`` is set: from the end of
-    step ``start + skip_steps`` to the end of the first validation after it (or
-    ``calibration_steps`` steps, whichever comes first), so validation, checkpoints and
-    picture grids are in the measured speed, then ``steps so far + steps/s * time left *
-    (1 - margin)``; else ``max_epochs`` times the batches per epoch. A measured total is
-    capped by ``max_steps``/``max_epochs`` where they are set. The total is logged, becomes
-    the trainer's ``max_steps`` (``max_time`` stays a hard cap), is handed to the LR schedule
-    (``WarmupCosineLR.set_total_steps``) and is saved in every checkpoint.
+    ``trainer.max_steps`` when > 0; measured when ``trainer.max_time`` is set; else
+    ``max_epochs`` times the batches per epoch. A measured total is capped by
+    ``max_epochs`` when set. It is logged, becomes the trainer's ``max_steps`` (``max_time``
+    stays a hard cap), is handed to the LR schedule (``WarmupCosineLR.set_total_steps``) and
+    is saved in every checkpoint (``state_dict``).
+
+    Measuring: from step ``skip_steps`` on, the time between the ends of consecutive
+    training steps is recorded, until the first step after the first validation (or
+    ``calibration_steps`` steps without one). The step that spans a validation also carries
+    the epoch's end (validation, checkpoints, picture grids). Seconds per step = the median
+    step + what the validation step takes beyond it, spread over the steps between
+    validations; medians, so one-off stalls (compiling for a new batch shape) do not count as
+    speed, and they are behind by then, inside the time already spent. Total = steps so far
+    + time left * (1 - ``margin``) / seconds per step.
 
     When the last step is not at an epoch end, it asks the trainer to stop there, which makes
     Lightning validate the final weights (a run shorter than an epoch then has ``val/*``
@@ -114,7 +121,7 @@ class StepBudget(pl.Callback):
     At the end of training it logs the steps/s, images/s and the load average.
 
     Args:
-        skip_steps: Steps not timed (first-step warm-ups: allocator, compilation), >= 0.
+        skip_steps: First steps not timed (allocator and oneDNN warm-up, compilation), >= 0.
         calibration_steps: Most timed steps when no validation comes first, >= 1.
         margin: Share of the time left kept in reserve, in [0, 1).
 
@@ -135,23 +142,24 @@ class StepBudget(pl.Callback):
         self.margin = margin
         self.total_steps: int | None = None
         self.measured_steps_per_s: float | None = None
-        self._window: tuple[int, float] | None = None
+        self._measuring = False
+        self._step_seconds: list[float] = []
+        self._validation_step_seconds: list[float] = []
+        self._validated = False
+        self._last_step_end: float | None = None
         self._run_start: tuple[int, float] = (0, 0.0)
 
     # -- the total -------------------------------------------------------------------------
 
-    def _cap(self, trainer: pl.Trainer) -> int | None:
-        caps = []
-        if trainer.max_steps > 0:
-            caps.append(trainer.max_steps)
-        max_epochs = trainer.max_epochs
-        batches = trainer.num_training_batches
-        if max_epochs is not None and max_epochs > 0 and math.isfinite(batches):
-            caps.append(max_epochs * math.ceil(batches / trainer.accumulate_grad_batches))
-        return min(caps) if caps else None
+    def _epochs_cap(self, trainer: pl.Trainer) -> int | None:
+        max_epochs, batches = trainer.max_epochs, trainer.num_training_batches
+        if max_epochs is None or max_epochs <= 0 or not math.isfinite(batches):
+            return None
+        return max_epochs * math.ceil(batches / trainer.accumulate_grad_batches)
 
     def _fix(self, trainer: pl.Trainer, total: int, how: str) -> None:
         self.total_steps = max(total, trainer.global_step + 1)
+        self._measuring = False
         log.info("step budget: %d optimiser steps in all (%s)", self.total_steps, how)
         self._apply(trainer)
 
@@ -162,25 +170,31 @@ class StepBudget(pl.Callback):
             if isinstance(config.scheduler, WarmupCosineLR):
                 config.scheduler.set_total_steps(self.total_steps)
 
-    def _measure(self, trainer: pl.Trainer, after_validation: bool) -> None:
-        assert self._window is not None
-        step0, time0 = self._window
-        steps, seconds = trainer.global_step - step0, time.monotonic() - time0
-        if steps < 1 or not (after_validation or steps >= self.calibration_steps):
-            return
+    def _steps_between_validations(self, trainer: pl.Trainer) -> float:
+        every = trainer.val_check_batch
+        if every is None or not math.isfinite(every):
+            return math.inf
+        return every * (trainer.check_val_every_n_epoch or 1)
+
+    def _measure(self, trainer: pl.Trainer) -> None:
         timer = _timer(trainer)
         remaining = timer.time_remaining() if timer is not None else None
         assert remaining is not None
-        self.measured_steps_per_s = steps / seconds
-        budget = int(self.measured_steps_per_s * max(0.0, remaining) * (1.0 - self.margin))
-        total = trainer.global_step + budget
-        cap = self._cap(trainer)
+        step_s = statistics.median(self._step_seconds)
+        validation_s = (
+            max(0.0, statistics.median(self._validation_step_seconds) - step_s)
+            if self._validation_step_seconds
+            else 0.0
+        )
+        per_step = step_s + validation_s / self._steps_between_validations(trainer)
+        self.measured_steps_per_s = 1.0 / per_step
+        total = trainer.global_step + int(max(0.0, remaining) * (1.0 - self.margin) / per_step)
+        cap = self._epochs_cap(trainer)
         self._fix(
             trainer,
-            min(total, cap) if cap is not None else total,
-            f"{self.measured_steps_per_s:.2f} steps/s measured over {steps} steps"
-            f"{' and a validation' if after_validation else ''}, "
-            f"{remaining:.0f} s of trainer.max_time left",
+            total if cap is None else min(total, cap),
+            f"{self.measured_steps_per_s:.2f} steps/s measured: {step_s * 1000:.0f} ms a step, "
+            f"{validation_s:.1f} s an epoch end; {remaining:.0f} s of trainer.max_time left",
         )
 
     # -- hooks -----------------------------------------------------------------------------
@@ -195,8 +209,8 @@ class StepBudget(pl.Callback):
         if trainer.max_steps > 0:
             self._fix(trainer, trainer.max_steps, "trainer.max_steps")
         elif timer is not None and timer.time_remaining() is not None:
-            self._window = None  # measured from step skip_steps on
-        elif (cap := self._cap(trainer)) is not None:
+            self._measuring = True
+        elif (cap := self._epochs_cap(trainer)) is not None:
             self._fix(trainer, cap, "trainer.max_epochs x batches per epoch")
         else:
             log.warning("step budget: no max_steps, max_time or max_epochs: the LR never anneals")
@@ -204,19 +218,30 @@ class StepBudget(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
     ) -> None:
-        if self.total_steps is None and _timer(trainer) is not None:
-            if self._window is None:
-                if trainer.global_step >= self._run_start[0] + self.skip_steps:
-                    self._window = (trainer.global_step, time.monotonic())
-            else:
-                self._measure(trainer, after_validation=False)
+        if self._measuring:
+            now = time.monotonic()
+            if (
+                self._last_step_end is not None
+                and trainer.global_step > self._run_start[0] + self.skip_steps
+            ):
+                seconds = now - self._last_step_end
+                if self._validated:
+                    self._validation_step_seconds.append(seconds)
+                else:
+                    self._step_seconds.append(seconds)
+            self._last_step_end = now
+            if (self._validation_step_seconds and self._step_seconds) or len(
+                self._step_seconds
+            ) >= self.calibration_steps:
+                self._measure(trainer)
+            self._validated = False
         if self.total_steps is not None and trainer.global_step >= self.total_steps:
             # Stopping here makes Lightning validate the final weights (a no-op at an epoch end).
             trainer.should_stop = True
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.total_steps is None and self._window is not None and not trainer.sanity_checking:
-            self._measure(trainer, after_validation=True)
+        if not trainer.sanity_checking:
+            self._validated = True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         step0, time0 = self._run_start

@@ -1,0 +1,140 @@
+"""Images per second of an experiment's training loop, one or more configs side by side.
+
+    python benchmarks/bench_train_step.py --experiment exp1 --steps 40 [--warmup 10] \\
+        [--repeats 2] [--variant NAME=KEY=VALUE,KEY=VALUE ...] [KEY=VALUE ...]
+
+Each variant (default: ``eager`` with ``lit_module.compile_loss=false`` and ``compiled`` with
+``lit_module.compile_loss=true``) builds the experiment from its Hydra config plus the common
+and its own overrides (e.g. ``data.source=bundled``), then runs ``warmup + steps`` training
+steps in the real Lightning loop (no validation, logger or checkpoints) in a fresh process and
+times the last ``steps``. The warm-up covers oneDNN's first calls and the compilation; its
+seconds are the column "warm-up s". The variants take turns ``repeats`` times and each keeps its
+fastest run, so a passing burst of other work does not decide the comparison. Prints one
+Markdown table with the load averages before and after: numbers taken on a busy machine say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_VARIANTS = ["eager=lit_module.compile_loss=false", "compiled=lit_module.compile_loss=true"]
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def measure(experiment: str, overrides: list[str], warmup: int, steps: int) -> dict[str, Any]:
+    """Train ``warmup + steps`` steps in this process; seconds of the warm-up and per step."""
+    import pytorch_lightning as pl
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from vae_cats.training.lineage import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(PROJECT_DIR / "conf"), version_base="1.3"):
+        cfg = compose("train_model", overrides=[f"experiments={experiment}", *overrides])
+    pl.seed_everything(cfg.seed, verbose=False)
+    stamps: list[float] = []
+
+    class Stamp(pl.Callback):
+        def on_train_batch_end(self, *args: Any) -> None:
+            stamps.append(time.perf_counter())
+
+    module = instantiate(cfg.lit_module, net=instantiate(cfg.model))
+    trainer = instantiate(
+        cfg.trainer,
+        default_root_dir=tempfile.mkdtemp(prefix="bench-train-step-"),
+        max_steps=warmup + steps,
+        max_epochs=-1,
+        max_time=None,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Stamp()],
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=instantiate(cfg.data))
+    timed = stamps[-1] - stamps[warmup - 1] if warmup else stamps[-1] - start
+    return {
+        "warmup_s": stamps[warmup - 1] - start if warmup else 0.0,
+        "step_s": timed / steps,
+        "batch_size": int(cfg.data.batch_size),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="exp1")
+    parser.add_argument("--steps", type=int, default=40, help="timed training steps")
+    parser.add_argument("--warmup", type=int, default=10, help="steps run first, not timed")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per variant, best kept")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        help="NAME=KEY=VALUE[,KEY=VALUE...]; default: eager and compiled SSIM loss",
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every variant")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.warmup < 1 or args.repeats < 1:
+        parser.error("--steps, --warmup and --repeats must be >= 1")
+    if args.child is not None:
+        result = measure(
+            args.experiment, [*args.overrides, *json.loads(args.child)], args.warmup, args.steps
+        )
+        print(json.dumps(result))
+        return
+    variants = [v.partition("=") for v in args.variant or DEFAULT_VARIANTS]
+    best: dict[str, dict[str, Any]] = {}
+    load_before = load_average()
+    for _ in range(args.repeats):
+        for name, _, extra in variants:
+            child = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    f"--experiment={args.experiment}",
+                    f"--steps={args.steps}",
+                    f"--warmup={args.warmup}",
+                    f"--child={json.dumps([o for o in extra.split(',') if o])}",
+                    *args.overrides,
+                ],
+                capture_output=True,
+                text=True,
+                cwd=PROJECT_DIR,
+                check=True,
+            )
+            result = json.loads(child.stdout.strip().splitlines()[-1])
+            print(f"{name}: {result}", file=sys.stderr, flush=True)
+            if name not in best or result["step_s"] < best[name]["step_s"]:
+                best[name] = result
+    rows = ["| variant | images/s | ms / step | warm-up s |", "|---|---:|---:|---:|"]
+    for name, _, _ in variants:
+        result = best[name]
+        rows.append(
+            f"| {name} | {result['batch_size'] / result['step_s']:.0f} | "
+            f"{result['step_s'] * 1000:.0f} | {result['warmup_s']:.0f} |"
+        )
+    print(f"load average before {load_before}, after {load_average()}")
+    print(
+        f"{args.experiment}, {args.steps} timed steps after {args.warmup}, {os.cpu_count()} CPUs"
+    )
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
