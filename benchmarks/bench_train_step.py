@@ -7,10 +7,12 @@ Each variant (default: ``eager`` with ``lit_module.compile_loss=false`` and ``co
 ``lit_module.compile_loss=true``) builds the experiment from its Hydra config plus the common
 and its own overrides (e.g. ``data.source=bundled``), then runs ``warmup + steps`` training
 steps in the real Lightning loop (no validation, logger or checkpoints) in a fresh process and
-times the last ``steps``. The warm-up covers oneDNN's first calls and the compilation; its
-seconds are the column "warm-up s". The variants take turns ``repeats`` times and each keeps its
-fastest run, so a passing burst of other work does not decide the comparison. Prints one
-Markdown table with the load averages before and after: numbers taken on a busy machine say so.
+times the last ``steps``: the median step (a one-off recompilation for a smaller last batch
+is not the loop's speed) and the mean. The warm-up covers oneDNN's first calls and the first
+compilation; its seconds are the column "warm-up s". The variants take turns ``repeats``
+times and each keeps its fastest run, so a passing burst of other work does not decide the
+comparison. Prints one Markdown table with the load averages before and after: numbers taken
+on a busy machine say so.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,10 +71,11 @@ def measure(experiment: str, overrides: list[str], warmup: int, steps: int) -> d
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=instantiate(cfg.data))
-    timed = stamps[-1] - stamps[warmup - 1] if warmup else stamps[-1] - start
+    intervals = [b - a for a, b in zip(stamps[warmup - 1 :], stamps[warmup:], strict=False)]
     return {
-        "warmup_s": stamps[warmup - 1] - start if warmup else 0.0,
-        "step_s": timed / steps,
+        "warmup_s": stamps[warmup - 1] - start,
+        "step_s": statistics.median(intervals),
+        "mean_step_s": statistics.fmean(intervals),
         "batch_size": int(cfg.data.batch_size),
     }
 
@@ -122,12 +126,16 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: {result}", file=sys.stderr, flush=True)
             if name not in best or result["step_s"] < best[name]["step_s"]:
                 best[name] = result
-    rows = ["| variant | images/s | ms / step | warm-up s |", "|---|---:|---:|---:|"]
+    rows = [
+        "| variant | images/s (median step) | median ms / step | mean ms / step | warm-up s |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, _, _ in variants:
         result = best[name]
         rows.append(
             f"| {name} | {result['batch_size'] / result['step_s']:.0f} | "
-            f"{result['step_s'] * 1000:.0f} | {result['warmup_s']:.0f} |"
+            f"{result['step_s'] * 1000:.0f} | {result['mean_step_s'] * 1000:.0f} | "
+            f"{result['warmup_s']:.0f} |"
         )
     print(f"load average before {load_before}, after {load_average()}")
     print(

@@ -189,6 +189,8 @@ class StepBudget(pl.Callback):
         per_step = step_s + validation_s / self._steps_between_validations(trainer)
         self.measured_steps_per_s = 1.0 / per_step
         total = trainer.global_step + int(max(0.0, remaining) * (1.0 - self.margin) / per_step)
+        # Every process measures at the same step; under DDP they all take rank 0's total.
+        total = trainer.strategy.broadcast(total, src=0)
         cap = self._epochs_cap(trainer)
         self._fix(
             trainer,
