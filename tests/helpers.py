@@ -63,6 +63,19 @@ def make_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
     return path
 
 
+def hostile_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """A tar of the given faces plus what a safe reader must refuse: a copy of the first face
+    under ``../escape.jpg`` and ``/abs/evil.jpg``, and ``link.jpg``, a symlink to /etc/passwd.
+    """
+    evil = members[0][1]
+    make_tar(path, [*members[1:], ("../escape.jpg", evil), ("/abs/evil.jpg", evil)])
+    with tarfile.open(path, "a") as archive:
+        link = tarfile.TarInfo("link.jpg")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        archive.addfile(link)
+    return path
+
+
 def run_train(
     run_dir: Path, *overrides: str, timeout: int = 600
 ) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ import os
 import random
 import subprocess
 import sys
-import tarfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import PROJECT_DIR, bundled_members, image_bytes, make_tar
+from tests.helpers import PROJECT_DIR, bundled_members, hostile_tar, image_bytes, make_tar
 from vae_cats.data.decode import has_torchvision
 from vae_cats.data.dedupe import DecodedFile
 from vae_cats.data.ingest import (
@@ -278,14 +277,7 @@ def test_photos_of_another_size_are_resized_and_listed(tmp_path: Path) -> None:
 
 def test_archive_members_with_unsafe_paths_are_never_extracted(tmp_path: Path) -> None:
     members = bundled_members(6)
-    evil = members[0][1]
-    tar_path = make_tar(
-        tmp_path / "cats.tar", [*members[1:], ("../escape.jpg", evil), ("/abs/evil.jpg", evil)]
-    )
-    with tarfile.open(tar_path, "a") as archive:
-        link = tarfile.TarInfo("link.jpg")
-        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        archive.addfile(link)
+    tar_path = hostile_tar(tmp_path / "cats.tar", members)
     before = set(os.listdir(tmp_path)) | set(os.listdir(tmp_path.parent))
     manifest = ingest(tar_path, tmp_path / "out")
     assert reasons(manifest) == {
