@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vae_cats.model import LOGVAR_RANGE, ConvVAE
+from vae_cats.model import LOGVAR_RANGE, ConvVAE, GroupNormSiLU
 
 SMALL = {"latent_dim": 16, "hidden_channels": [8, 16, 16, 32]}
 
@@ -44,6 +44,38 @@ def test_loss_is_recon_plus_beta_kl(net: ConvVAE) -> None:
 def test_residual_variant_has_the_same_interface() -> None:
     net = ConvVAE(**SMALL, residual=True)
     assert net(torch.rand(2, 3, 64, 64)).recon.shape == (2, 3, 64, 64)
+
+
+def test_conv_bottleneck_codes_are_flat_and_each_depends_on_its_region() -> None:
+    torch.manual_seed(0)
+    net = ConvVAE(**SMALL, bottleneck="conv").eval()  # z: 1 channel on the 4x4 grid
+    x = torch.rand(2, 3, 64, 64)
+    mu, logvar = net.encode(x)
+    assert mu.shape == logvar.shape == (2, 16)
+    assert net.decode(mu).shape == (2, 3, 64, 64)
+    changed = x.clone()
+    changed[:, :, :16, :16] = 1.0 - changed[:, :, :16, :16]  # top-left quarter-side corner
+    delta = (net.encode(changed)[0] - mu).abs().view(2, 4, 4)
+    # The corner's codes see it through their receptive field; the far corner's codes only
+    # through GroupNorm's per-image statistics.
+    assert delta[:, 0, 0].min() > 5 * delta[:, 3, 3].max()
+    assert sum(p.numel() for p in net.parameters()) < sum(
+        p.numel() for p in ConvVAE(**SMALL).parameters()
+    )
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_group_norm_silu_equals_group_norm_then_silu_in_the_input_layout(
+    memory_format: torch.memory_format,
+) -> None:
+    torch.manual_seed(0)
+    fused = GroupNormSiLU(4, 16)
+    reference = torch.nn.GroupNorm(4, 16)
+    reference.load_state_dict(fused.state_dict())
+    x = torch.randn(3, 16, 8, 8).contiguous(memory_format=memory_format)
+    out = fused(x)
+    assert out.is_contiguous(memory_format=memory_format)
+    torch.testing.assert_close(out, torch.nn.functional.silu(reference(x)))
 
 
 def test_sample_is_reproducible_with_a_generator(net: ConvVAE) -> None:
@@ -93,6 +125,8 @@ def test_reparameterize_has_the_posterior_moments() -> None:
         ({"l1_weight": -0.1}, "l1_weight"),
         ({"encoder_dropout": 1.0}, "encoder_dropout"),
         ({"free_bits": -0.5}, "free_bits"),
+        ({"bottleneck": "attention"}, "bottleneck"),
+        ({"bottleneck": "conv", "latent_dim": 40}, "latent_dim must be a multiple of 16"),
     ],
 )
 def test_impossible_settings_are_refused_naming_the_key(kwargs: dict, key: str) -> None:

@@ -1,0 +1,96 @@
+"""Short budgeted training runs of recipe variants, one after another, and one table.
+
+    python benchmarks/explore.py [--experiment exp1] [--minutes 5] [--out outputs/explore] \\
+        --variant NAME=KEY=VALUE,KEY=VALUE ... [KEY=VALUE ...]
+
+Each variant is a real ``python vae_cats/train_model.py experiments=<experiment>`` run with
+``trainer.max_time`` set to ``--minutes`` (its LR schedule fitted to that budget), the CSV
+logger, and its own overrides plus the common ones, in ``<out>/<name>/``. A variant whose
+folder already holds a ``result.yaml`` is not run again, so a killed exploration goes on where
+it stopped. The table then reads every run back from its ``csv/*/metrics.csv`` and training
+log: test SSIM and PSNR of the best checkpoint, the last epoch's train and validation
+reconstruction loss (their gap shows over-fitting), steps trained, steps/s and the load
+averages at the end (figures taken under other load are not comparable: run it alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+RATE = re.compile(
+    r"trained (\d+) steps in (\d+) s: ([\d.]+) steps/s.*\(1, 5, 15 min\): ([\d., ]+) on"
+)
+COLUMNS = ["test/ssim", "test/psnr", "train/recon_loss_epoch", "val/recon_loss", "val/ssim"]
+
+
+def run_variant(experiment: str, minutes: float, folder: Path, overrides: list[str]) -> None:
+    """Train one variant in ``folder`` unless it finished there before."""
+    if (folder / "result.yaml").exists():
+        print(f"{folder.name}: done before, not run again", flush=True)
+        return
+    seconds = int(minutes * 60)
+    command = [
+        sys.executable,
+        str(PROJECT_DIR / "vae_cats" / "train_model.py"),
+        f"experiments={experiment}",
+        f"trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}",
+        "logger=csv",
+        f"hydra.run.dir={folder}",
+        *overrides,
+    ]
+    print(f"{folder.name}: {' '.join(command[2:])}", flush=True)
+    subprocess.run(command, check=True, cwd=PROJECT_DIR)
+
+
+def last_values(metrics_csv: Path) -> dict[str, float]:
+    """The last logged value of every column of a Lightning CSV log."""
+    values: dict[str, float] = {}
+    with metrics_csv.open() as handle:
+        for row in csv.DictReader(handle):
+            values.update({k: float(v) for k, v in row.items() if v not in ("", None)})
+    return values
+
+
+def row(name: str, folder: Path) -> list[str]:
+    """One table row read back from a finished run's files."""
+    logs = sorted(folder.glob("csv/*/metrics.csv"))
+    values = last_values(logs[-1]) if logs else {}
+    cells = [f"{values[c]:.4f}" if c in values else "-" for c in COLUMNS]
+    rate = RATE.search((folder / "train_model.log").read_text(errors="replace"))
+    steps, per_s, load = (rate.group(1), rate.group(3), rate.group(4)) if rate else ("-",) * 3
+    return [name, *cells, steps, per_s, load]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="exp1")
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--out", type=Path, default=PROJECT_DIR / "outputs" / "explore")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        required=True,
+        help="NAME=KEY=VALUE,KEY=VALUE (NAME= alone: the experiment as it is)",
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every variant")
+    args = parser.parse_args()
+    variants = [spec.partition("=")[::2] for spec in args.variant]
+    for name, spec in variants:
+        own = [o for o in re.split(r",(?![^\[]*\])", spec) if o]  # not inside [a,b]
+        run_variant(args.experiment, args.minutes, args.out.resolve() / name, args.overrides + own)
+    header = ["variant", *COLUMNS, "steps", "steps/s", "load average (1, 5, 15 min) at end"]
+    print(f"\n{args.experiment}, {args.minutes:g} minutes each, common overrides {args.overrides}")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for name, _ in variants:
+        print("| " + " | ".join(row(name, args.out.resolve() / name)) + " |")
+
+
+if __name__ == "__main__":
+    main()
