@@ -6,11 +6,13 @@
 Each variant is a real ``python vae_cats/train_model.py experiments=<experiment>`` run with
 ``trainer.max_time`` set to ``--minutes`` (its LR schedule fitted to that budget), the CSV
 logger, and its own overrides plus the common ones, in ``<out>/<name>/``. A variant whose
-folder already holds a ``result.yaml`` is not run again, so a killed exploration goes on where
-it stopped. The table then reads every run back from its ``csv/*/metrics.csv`` and training
-log: test SSIM and PSNR of the best checkpoint, the last epoch's train and validation
-reconstruction loss (their gap shows over-fitting), steps trained, steps/s and the load
-averages at the end (figures taken under other load are not comparable: run it alone).
+folder holds a ``result.yaml`` with status ``finished`` is not run again, so a killed
+exploration goes on where it stopped; a failed variant ends the exploration with one line
+(its own error is printed above it) and runs again next time. The table then reads every
+run back from its ``csv/*/metrics.csv`` and training log: test SSIM and PSNR of the best
+checkpoint, the last epoch's train and validation reconstruction loss (their gap shows
+over-fitting), steps trained, steps/s and the load averages at the end (figures taken under
+other load are not comparable: run it alone).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RATE = re.compile(
     r"trained (\d+) steps in (\d+) s: ([\d.]+) steps/s.*\(1, 5, 15 min\): ([\d., ]+) on"
@@ -29,9 +33,20 @@ RATE = re.compile(
 COLUMNS = ["test/ssim", "test/psnr", "train/recon_loss_epoch", "val/recon_loss", "val/ssim"]
 
 
+def finished(folder: Path) -> bool:
+    """Whether a training run in ``folder`` ran to its end (``result.yaml``, written by every
+    run, failed ones too, says ``status: finished``)."""
+    result = folder / "result.yaml"
+    return result.is_file() and OmegaConf.select(OmegaConf.load(result), "status") == "finished"
+
+
 def run_variant(experiment: str, minutes: float, folder: Path, overrides: list[str]) -> None:
-    """Train one variant in ``folder`` unless it finished there before."""
-    if (folder / "result.yaml").exists():
+    """Train one variant in ``folder`` unless it finished there before.
+
+    Raises:
+        SystemExit: If the training run fails, naming the variant and its log.
+    """
+    if finished(folder):
         print(f"{folder.name}: done before, not run again", flush=True)
         return
     seconds = int(minutes * 60)
@@ -45,7 +60,9 @@ def run_variant(experiment: str, minutes: float, folder: Path, overrides: list[s
         *overrides,
     ]
     print(f"{folder.name}: {' '.join(command[2:])}", flush=True)
-    subprocess.run(command, check=True, cwd=PROJECT_DIR)
+    code = subprocess.run(command, cwd=PROJECT_DIR).returncode
+    if code:
+        sys.exit(f"explore: variant {folder.name} failed (exit {code}): {folder}/train_model.log")
 
 
 def last_values(metrics_csv: Path) -> dict[str, float]:
