@@ -43,6 +43,7 @@ def measure(experiment: str, overrides: list[str], warmup: int, steps: int) -> d
     from hydra.utils import instantiate
 
     from vae_cats.training.lineage import register_resolvers
+    from vae_cats.training.train import fit_only_trainer
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(PROJECT_DIR / "conf"), version_base="1.3"):
@@ -55,18 +56,10 @@ def measure(experiment: str, overrides: list[str], warmup: int, steps: int) -> d
             stamps.append(time.perf_counter())
 
     module = instantiate(cfg.lit_module, net=instantiate(cfg.model))
-    trainer = instantiate(
+    trainer = fit_only_trainer(
         cfg.trainer,
         default_root_dir=tempfile.mkdtemp(prefix="bench-train-step-"),
         max_steps=warmup + steps,
-        max_epochs=-1,
-        max_time=None,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[Stamp()],
     )
     start = time.perf_counter()

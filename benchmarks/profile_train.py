@@ -48,6 +48,7 @@ from torch.autograd import profiler as autograd_profiler
 
 from vae_cats.fileio import PROJECT_DIR, atomic_write_bytes
 from vae_cats.training.lineage import register_resolvers
+from vae_cats.training.train import fit_only_trainer
 
 FORWARD_RANGE = "[net] forward"
 LOSS_RANGE = "[net] loss_function"
@@ -224,20 +225,12 @@ def build(
     net.loss_function = traced(net.loss_function, LOSS_RANGE)
     module = instantiate(cfg.lit_module, net=net)
     datamodule = instantiate(cfg.data)
-    trainer = instantiate(
+    trainer = fit_only_trainer(
         cfg.trainer,
         default_root_dir=str(root_dir),
         max_steps=total_steps,
-        max_epochs=-1,
-        max_time=None,
         val_check_interval=None,
         limit_train_batches=None,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         profiler=RangeProfiler(),
         callbacks=callbacks,
     )

@@ -31,6 +31,25 @@ from vae_cats.training.schedule import StepBudget
 log = logging.getLogger(__name__)
 
 
+def fit_only_trainer(trainer_cfg: DictConfig, **settings: Any) -> pl.Trainer:
+    """The experiment's Trainer (precision, devices, gradient clipping...) stripped to
+    training alone, for timing and profiling steps: no validation, sanity check, logger,
+    checkpoints, progress bar or model summary, and no epoch or time limit. ``settings``
+    (``max_steps``, ``callbacks``, ``profiler``, ...) go on top."""
+    stripped: dict[str, Any] = {
+        "max_epochs": -1,
+        "max_time": None,
+        "limit_val_batches": 0,
+        "num_sanity_val_steps": 0,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    trainer: pl.Trainer = instantiate(trainer_cfg, **{**stripped, **settings})
+    return trainer
+
+
 def checkpoint_to_resume(cfg: DictConfig) -> tuple[Path, dict[str, Any]] | None:
     """The checkpoint ``fit`` starts from, with its content: ``ckpt_path`` when set; else,
     with ``resume=true``, ``<checkpoint_dir>/last.ckpt`` if it exists (a first run with
