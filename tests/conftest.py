@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 # Under pytest-xdist (`make test` runs `-n auto`), the workers share the cores: each worker and
@@ -32,6 +33,20 @@ def _offline_wandb(tmp_path_factory: pytest.TempPathFactory) -> None:
     # Offline runs stage each logged checkpoint (tens of MB) under $WANDB_DATA_DIR until
     # `wandb sync`: keep the tests' copies out of the home folder.
     os.environ["WANDB_DATA_DIR"] = str(tmp_path_factory.mktemp("wandb_data"))
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_wandb_service() -> Iterator[None]:
+    """Keep each training subprocess on its own W&B service.
+
+    An in-process ``wandb.init`` (e.g. a predict test) starts a service and exports its
+    address as ``$WANDB_SERVICE``; subprocesses started later by the same worker inherit it
+    and attach to that service. A SIGKILLed training run then stays registered there, and its
+    resume is refused with "run ID ... is in use" (the resume tests failed that way in CI).
+    """
+    os.environ.pop("WANDB_SERVICE", None)
+    yield
+    os.environ.pop("WANDB_SERVICE", None)
 
 
 @pytest.fixture
