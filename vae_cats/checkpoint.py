@@ -111,7 +111,8 @@ def slim_checkpoint(checkpoint: dict[str, Any], net: ConvVAE, **extras: Any) -> 
     # and the network trained under bf16 autocast, which is coarser than float16. A slim
     # input's weights are float16 already, so re-packaging keeps them bit-identical. Extras
     # keep their dtypes: the mixture stays float64, as scikit-learn fitted it, since rounding
-    # would break the covariances' positive-definiteness that sampling checks.
+    # would break the covariances' positive-definiteness that sampling checks (it is stored as
+    # the covariances' lower triangles instead, samplers.pack_covariances).
     return {
         "net_config": checkpoint["net_config"],
         "state_dict": {k: v.half() for k, v in net.state_dict().items()},

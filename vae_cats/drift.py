@@ -45,6 +45,7 @@ from vae_cats.generate import encode_means
 from vae_cats.images import to_float
 from vae_cats.losses import ssim
 from vae_cats.model import BaseVAE
+from vae_cats.samplers import unpack_covariances
 
 FALSE_ALARM_RATE = 0.01
 SCORE_NAME = (
@@ -113,7 +114,8 @@ def latent_mixture(gmm_state: dict[str, Tensor]) -> torch.distributions.MixtureS
     return torch.distributions.MixtureSameFamily(
         torch.distributions.Categorical(probs=gmm_state["weights"].double()),
         torch.distributions.MultivariateNormal(
-            gmm_state["means"].double(), covariance_matrix=gmm_state["covariances"].double()
+            gmm_state["means"].double(),
+            covariance_matrix=unpack_covariances(gmm_state["covariances"]),
         ),
     )
 

@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from vae_cats.samplers import GaussianMixtureSampler, NormalSampler
+from vae_cats.samplers import (
+    GaussianMixtureSampler,
+    NormalSampler,
+    pack_covariances,
+    unpack_covariances,
+)
 
 
 def test_normal_sampler_shape_and_seed() -> None:
@@ -46,3 +51,30 @@ def test_gmm_sampler_refuses_fewer_means_than_components() -> None:
         ValueError, match="3-component mixture needs at least 3 latent means, got 2"
     ):
         GaussianMixtureSampler(n_components=3).fit(torch.randn(2, 4))
+
+
+def test_mixture_state_stores_each_covariance_once_as_its_lower_triangle() -> None:
+    mu = torch.randn(300, 6, generator=torch.Generator().manual_seed(2))
+    sampler = GaussianMixtureSampler(n_components=2).fit(mu)
+    packed = sampler.state_dict()["covariances"]
+    full = unpack_covariances(packed)
+    assert packed.shape == (2, 6 * 7 // 2) and full.shape == (2, 6, 6)
+    assert torch.equal(full, full.transpose(1, 2))
+    assert torch.equal(full, torch.from_numpy(sampler.mixture.covariances_))
+    assert torch.equal(pack_covariances(full), packed)
+
+
+def test_a_mixture_packaged_with_full_covariances_still_loads() -> None:
+    mu = torch.randn(300, 5, generator=torch.Generator().manual_seed(3))
+    sampler = GaussianMixtureSampler(n_components=2).fit(mu)
+    old_state = {
+        **sampler.state_dict(),
+        "covariances": torch.from_numpy(sampler.mixture.covariances_),
+    }
+    rebuilt = GaussianMixtureSampler.from_state_dict(old_state)
+    assert torch.equal(sampler.sample(8, seed=1), rebuilt.sample(8, seed=1))
+
+
+def test_a_packed_length_that_is_no_triangle_is_refused() -> None:
+    with pytest.raises(ValueError, match="7 packed covariance entries"):
+        unpack_covariances(torch.zeros(1, 7))
