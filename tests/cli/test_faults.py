@@ -86,12 +86,15 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     ("overrides", "last_step"),
     [
         # The first thing a user tries: fewer steps than an epoch (13 steps of 64 faces).
-        # It died in EarlyStopping ("val/loss ... not available") before any validation.
+        (["experiments=demo", "trainer.max_steps=4"], 4),
+        # The default callbacks stop early on val/loss (the experiments do not): this died in
+        # EarlyStopping ("val/loss ... not available") before any validation.
         (["trainer.max_steps=4"], 4),
         # Epochs of 3 steps, last.ckpt every 2: the run ends at step 5, mid-epoch and off
         # that interval; last.ckpt stayed at step 4 (Lightning wrote no final last.ckpt).
         (
             [
+                "experiments=demo",
                 "trainer.max_steps=5",
                 "trainer.limit_train_batches=3",
                 "callbacks.last_checkpoint.every_n_train_steps=2",
@@ -103,9 +106,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
 def test_any_run_length_ends_cleanly_with_its_final_state_in_last_ckpt(
     overrides: list[str], last_step: int, tmp_path: Path
 ) -> None:
-    result = run_train(
-        tmp_path, "experiments=demo", "data.source=bundled", "logger=csv", *overrides
-    )
+    result = run_train(tmp_path, "data.source=bundled", "logger=csv", *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert f"global step: {last_step}" in result.stdout
@@ -179,11 +180,12 @@ def test_checkpoint_training_cannot_go_on_from_is_refused_naming_it(
     kind: str, trained_run: Path, tmp_path: Path
 ) -> None:
     if kind == "packaged":  # the shipped model: network weights and a mixture, no optimiser
-        path, override = SHIPPED_MODEL, "model.latent_dim=256"
+        latent_dim = read_checkpoint(SHIPPED_MODEL)["net_config"]["latent_dim"]
+        path, override = SHIPPED_MODEL, f"model.latent_dim={latent_dim}"
         expected = "not a training checkpoint"
-    else:  # the demo run's checkpoint (latent 128) under another latent size
+    else:  # the demo run's checkpoint (three stages, latent 128) under another network
         path, override = trained_run / "checkpoints" / "best.ckpt", "model.latent_dim=16"
-        expected = "net.fc_mu.weight"
+        expected = "resume with the model settings it was trained with"
     run_dir = tmp_path / "run"
     result = run_train(run_dir, *FAST_TRAIN_OVERRIDES, f"ckpt_path={path}", override)
     assert result.returncode == 2

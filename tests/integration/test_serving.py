@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import select
 import socket
 import subprocess
@@ -38,6 +39,7 @@ from vae_cats.serving.launch import running_server
 from vae_cats.serving.settings import Settings
 
 SHIPPED = ASSETS_DIR / "cats_vae.ckpt"
+LATENT_DIM = read_checkpoint(SHIPPED)["net_config"]["latent_dim"]
 LIMIT = 2 * 1024 * 1024
 
 
@@ -79,15 +81,20 @@ def test_health_ready_and_model_card(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
     card = client.get("/model").json()
-    assert card["backend"] == "onnx" and card["latent_dim"] == 256 and card["image_size"] == 64
+    assert (
+        card["backend"] == "onnx" and card["latent_dim"] == LATENT_DIM and card["image_size"] == 64
+    )
     assert card["samplers"] == ["normal", "gmm"] and card["default_sampler"] == "gmm"
-    assert len(card["git_commit"]) == 40 and len(card["data_hash"]) == 64
-    assert card["config"]["model"]["latent_dim"] == 256
+    # The commit the model was trained at, "-dirty" when the tree had uncommitted edits.
+    assert (
+        re.fullmatch(r"[0-9a-f]{40}(-dirty)?", card["git_commit"]) and len(card["data_hash"]) == 64
+    )
+    assert card["config"]["model"]["latent_dim"] == LATENT_DIM
     assert 0.5 < card["metrics"]["ssim"] < 1 and card["metrics"]["psnr"] > 15
     assert card["drift"]["false_alarm_rate"] == 0.01 and card["drift"]["threshold"] > 0
     directions = card["latent_directions"]
     components = np.array(directions["components"])
-    assert components.shape == (8, 256) and len(directions["std"]) == 8
+    assert components.shape == (8, LATENT_DIM) and len(directions["std"]) == 8
     assert np.allclose(np.linalg.norm(components, axis=1), 1, atol=1e-4)
 
 
@@ -139,7 +146,7 @@ def test_reconstruct_face_json_and_png(client: httpx.Client) -> None:
     assert np.array_equal(original, decode_image(raw).permute(1, 2, 0).numpy())
     recon = pixels(base64.b64decode(body["reconstruction"]))
     assert recon.shape == (64, 64, 3) and abs(recon.astype(int) - original).mean() < 40
-    assert 0.3 < body["ssim"] <= 1 and 15 < body["psnr"] < 60 and len(body["latent"]) == 256
+    assert 0.3 < body["ssim"] <= 1 and 15 < body["psnr"] < 60 and len(body["latent"]) == LATENT_DIM
     assert body["drift"]["is_outlier"] is False, body["drift"]
     assert body["drift"]["verdict"].endswith(".")
     png = client.post("/reconstruct?format=png", files={"file": ("cat.jpg", raw)})

@@ -88,7 +88,8 @@ def test_reference_statistics_flag_about_the_rate_on_validation_faces(
     mu, ssim = reconstruction_scores(net, odd)
     scores = detector.scores(odd.float() / 255, mu, ssim)
     assert scores.is_outlier.tolist() == [True, True], scores.score
-    assert "cannot draw" in scores.verdict(0) or "busier" in scores.verdict(0)
+    # Noise is unlike a face on several scores at once; the verdict names the lowest p-value.
+    assert any(r in scores.verdict(0) for r in ("cannot draw", "busier", "unlikely under"))
     assert "flatter" in scores.verdict(1) or "simpler" in scores.verdict(1)
 
 
