@@ -29,6 +29,10 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# Run as `python benchmarks/<script>.py`: the project root on the path for `benchmarks.*`.
+sys.path.insert(0, str(PROJECT_DIR))
+from benchmarks.variants import parse_variant  # noqa: E402
+
 DEFAULT_VARIANTS = ["eager=lit_module.compile_loss=false", "compiled=lit_module.compile_loss=true"]
 
 
@@ -95,11 +99,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(json.dumps(result))
         return
-    variants = [v.partition("=") for v in args.variant or DEFAULT_VARIANTS]
+    variants = [parse_variant(v) for v in args.variant or DEFAULT_VARIANTS]
     best: dict[str, dict[str, Any]] = {}
     load_before = load_average()
     for _ in range(args.repeats):
-        for name, _, extra in variants:
+        for name, extra in variants:
             child = subprocess.run(
                 [
                     sys.executable,
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"--experiment={args.experiment}",
                     f"--steps={args.steps}",
                     f"--warmup={args.warmup}",
-                    f"--child={json.dumps([o for o in extra.split(',') if o])}",
+                    f"--child={json.dumps(extra)}",
                     *args.overrides,
                 ],
                 capture_output=True,
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         "| variant | images/s (median step) | median ms / step | mean ms / step | warm-up s |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, _, _ in variants:
+    for name, _ in variants:
         result = best[name]
         rows.append(
             f"| {name} | {result['batch_size'] / result['step_s']:.0f} | "

@@ -27,6 +27,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# Run as `python benchmarks/<script>.py`: the project root on the path for `benchmarks.*`.
+sys.path.insert(0, str(PROJECT_DIR))
+from benchmarks.variants import parse_variant  # noqa: E402
+
 RATE = re.compile(
     r"trained (\d+) steps in (\d+) s: ([\d.]+) steps/s.*\(1, 5, 15 min\): ([\d., ]+) on"
 )
@@ -97,9 +101,8 @@ def main() -> None:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every variant")
     args = parser.parse_args()
-    variants = [spec.partition("=")[::2] for spec in args.variant]
-    for name, spec in variants:
-        own = [o for o in re.split(r",(?![^\[]*\])", spec) if o]  # not inside [a,b]
+    variants = [parse_variant(spec) for spec in args.variant]
+    for name, own in variants:
         run_variant(args.experiment, args.minutes, args.out.resolve() / name, args.overrides + own)
     header = ["variant", *COLUMNS, "steps", "steps/s", "load average (1, 5, 15 min) at end"]
     print(f"\n{args.experiment}, {args.minutes:g} minutes each, common overrides {args.overrides}")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.explore import finished
+from benchmarks.variants import parse_variant
 from tests.helpers import PROJECT_DIR
 
 EXPLORE_SCRIPT = PROJECT_DIR / "benchmarks" / "explore.py"
@@ -42,3 +43,11 @@ def test_only_a_finished_run_counts_as_done(tmp_path: Path) -> None:
         (folder / "result.yaml").write_text(f"status: {status}\nmessage: ''\n")
         assert finished(folder) is done
     assert not finished(tmp_path / "never_ran")
+
+
+def test_a_variant_keeps_the_commas_of_its_list_values() -> None:
+    # bench_train_step split on every comma: [32,64] became three broken overrides.
+    spec = "wide=model.hidden_channels=[48,96,192],model.beta=2e-5"
+    overrides = ["model.hidden_channels=[48,96,192]", "model.beta=2e-5"]
+    assert parse_variant(spec) == ("wide", overrides)
+    assert parse_variant("ref=") == ("ref", [])
