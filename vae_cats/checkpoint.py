@@ -1,7 +1,10 @@
-"""Reading, loading and slimming vae_cats checkpoints, safely (weights-only unpickling)."""
+"""Reading, loading and slimming vae_cats checkpoints, safely (weights-only unpickling); the
+path of the model shipped in the package. Owns what a checkpoint file may hold and how a
+``ConvVAE`` is rebuilt from it; every other module reads checkpoints through here."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -9,21 +12,29 @@ from typing import Any
 
 import torch
 
+from vae_cats.fileio import ASSETS_DIR
 from vae_cats.model import ConvVAE
+
+# The packaged model shipped with vae_cats: what predict uses without --model.
+SHIPPED_MODEL = ASSETS_DIR / "cats_vae.ckpt"
 
 
 class CheckpointError(ValueError):
     """A file that cannot be used as a vae_cats checkpoint; the message names the file."""
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint dict with ``torch.load(weights_only=True)``: tensors and plain
     containers only, so a file carrying pickled code is refused, never executed.
+
+    Args:
+        path: The checkpoint file (a ``str`` or any path-like).
 
     Raises:
         CheckpointError: If the file is missing, truncated, not a PyTorch file, or carries
             objects that weights-only loading refuses.
     """
+    path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
@@ -54,7 +65,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def load_vae(path: Path) -> tuple[ConvVAE, dict[str, Any]]:
+def load_vae(path: str | os.PathLike[str]) -> tuple[ConvVAE, dict[str, Any]]:
     """Rebuild the trained ``ConvVAE`` of a training checkpoint, in eval mode on the CPU.
 
     Returns:
@@ -67,7 +78,7 @@ def load_vae(path: Path) -> tuple[ConvVAE, dict[str, Any]]:
     return vae_from_checkpoint(checkpoint, path), checkpoint.get("lineage", {})
 
 
-def vae_from_checkpoint(checkpoint: dict[str, Any], path: Path) -> ConvVAE:
+def vae_from_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> ConvVAE:
     """The ``ConvVAE`` stored in an already read checkpoint dict, in eval mode.
 
     Raises:
@@ -121,7 +132,9 @@ def slim_checkpoint(checkpoint: dict[str, Any], net: ConvVAE, **extras: Any) -> 
     }
 
 
-def check_resumable(checkpoint: dict[str, Any], path: Path, model_state: dict[str, Any]) -> None:
+def check_resumable(
+    checkpoint: dict[str, Any], path: str | os.PathLike[str], model_state: dict[str, Any]
+) -> None:
     """Refuse, before training, a checkpoint that ``Trainer.fit(ckpt_path=...)`` cannot go on
     from: a packaged model (network weights only) or one trained with other model settings.
 
