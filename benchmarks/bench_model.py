@@ -20,7 +20,9 @@ Figures (definitions from issue 5):
 - diversity: mean pairwise RMS distance between the 256 samples (pixel values in [0, 1]);
 - sharpness: variance of the 3x3 Laplacian of the gray samples over the same of test images;
 - img/s, data wait: training throughput and share of step time waiting for the next batch,
-  from Lightning's SimpleProfiler over a short real fit with the run's own config;
+  from Lightning's SimpleProfiler over a short real fit with the run's own config, in the
+  precision ``trainer.precision: auto`` picks on this machine (a run's stored bf16 would be
+  emulated, about 9x slower, on a CPU without native bf16);
 - flop ratio: model FLOP/s over those steps (torch.utils.flop_counter) divided by the FLOP/s
   of a 2048x2048 matrix multiply in the same precision on the same threads;
 - predict ms: decoding 64 images from noise, warm, eager, median of 10.
@@ -52,6 +54,7 @@ from vae_cats.data.datamodule import CatFacesDataModule
 from vae_cats.data.sources import SHARED_CATS64
 from vae_cats.fileio import PROJECT_DIR, atomic_write_bytes, check_writable
 from vae_cats.generate import DEFAULT_COMPONENTS, encode_means, fit_mixture
+from vae_cats.hardware import AUTO, describe_hardware, resolve_precision
 from vae_cats.images import make_grid, save_png, to_float
 from vae_cats.losses import kl_divergence, ssim
 from vae_cats.model import BaseVAE
@@ -130,7 +133,7 @@ def speed_figures(
     # re-laid out (the shipped model among them) name its old path, vae_cats.lit_module.
     cfg.lit_module._target_ = f"{VAELitModule.__module__}.{VAELitModule.__name__}"
     module = instantiate(cfg.lit_module, net=instantiate(cfg.model))
-    precision = str(cfg.trainer.precision)
+    precision = resolve_precision(AUTO, "cpu").value
     # The profiler's own report goes to a file; this script prints the figures it needs.
     profiler = SimpleProfiler(dirpath=out, filename="profiler")
     datamodule.batch_size = int(cfg.data.batch_size)
@@ -251,7 +254,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--run", action="append", required=True, help="NAME=PATH/TO.ckpt")
+    parser.add_argument(
+        "--run",
+        action="append",
+        required=True,
+        default=argparse.SUPPRESS,  # required: no "(default: None)" in --help
+        help="NAME=PATH/TO.ckpt, once per checkpoint",
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"), help="output folder")
     parser.add_argument(
         "--update-reports",
@@ -349,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     pl.seed_everything(0, verbose=False)
     print(
         f"test split: {len(datamodule.splits['test'])} distinct images of "
-        f"{datamodule.source.name}; {torch.get_num_threads()} threads"
+        f"{datamodule.source.name}; {torch.get_num_threads()} threads; {describe_hardware()}; "
+        f"training speed in {resolve_precision(AUTO, 'cpu').value}"
     )
     for line in split_warnings(runs, datamodule.manifest["data_hash"]):
         print(line, file=sys.stderr)

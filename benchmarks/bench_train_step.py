@@ -70,6 +70,7 @@ def measure(experiment: str, overrides: list[str], warmup: int, steps: int) -> d
     trainer.fit(module, datamodule=instantiate(cfg.data))
     intervals = [b - a for a, b in zip(stamps[warmup - 1 :], stamps[warmup:], strict=False)]
     return {
+        "precision": str(trainer.precision),
         "warmup_s": stamps[warmup - 1] - start,
         "step_s": statistics.median(intervals),
         "mean_step_s": statistics.fmean(intervals),
@@ -124,19 +125,23 @@ def main(argv: list[str] | None = None) -> None:
             if name not in best or result["step_s"] < best[name]["step_s"]:
                 best[name] = result
     rows = [
-        "| variant | images/s (median step) | median ms / step | mean ms / step | warm-up s |",
-        "|---|---:|---:|---:|---:|",
+        "| variant | precision | images/s (median step) | median ms / step | mean ms / step "
+        "| warm-up s |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for name, _ in variants:
         result = best[name]
         rows.append(
-            f"| {name} | {result['batch_size'] / result['step_s']:.0f} | "
+            f"| {name} | {result['precision']} | {result['batch_size'] / result['step_s']:.0f} | "
             f"{result['step_s'] * 1000:.0f} | {result['mean_step_s'] * 1000:.0f} | "
             f"{result['warmup_s']:.0f} |"
         )
+    from vae_cats.hardware import describe_hardware
+
     print(f"load average before {load_before}, after {load_average()}")
     print(
-        f"{args.experiment}, {args.steps} timed steps after {args.warmup}, {os.cpu_count()} CPUs"
+        f"{args.experiment}, {args.steps} timed steps after {args.warmup}, {os.cpu_count()} CPUs, "
+        f"{describe_hardware()}"
     )
     print("\n".join(rows))
 

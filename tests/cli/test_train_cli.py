@@ -12,6 +12,7 @@ from torchvision.io import read_image
 
 from tests.helpers import wandb_history
 from vae_cats.checkpoint import read_checkpoint
+from vae_cats.hardware import describe_hardware, resolve_precision
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +27,15 @@ def test_run_folder_holds_checkpoints_with_lineage(trained_run: Path) -> None:
         assert lineage["data_hash"] == manifest["data_hash"]
         assert len(lineage["git_commit"]) >= 7
         assert lineage["config"]["model"]["latent_dim"] == checkpoint["net_config"]["latent_dim"]
+        # The demo names precision: auto; the lineage holds what it resolved to here.
+        assert lineage["config"]["trainer"]["precision"] == resolve_precision("auto").value
+        assert lineage["hardware"] == describe_hardware()
+
+
+def test_run_prints_the_precision_it_chose_and_why(trained_run: Path) -> None:
+    chosen = resolve_precision("auto")
+    log = (trained_run / "train_model.log").read_text()
+    assert f"precision: {chosen.value} ({chosen.reason})" in log
 
 
 def test_run_folder_holds_picture_grids(trained_run: Path) -> None:

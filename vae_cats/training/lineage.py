@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vae_cats.fileio import PROJECT_DIR, atomic_write_bytes
+from vae_cats.hardware import describe_hardware
 from vae_cats.tracking import wandb_mode
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,15 @@ def git_commit() -> str:
 
 
 def run_lineage(cfg: DictConfig, data_hash: str) -> dict[str, Any]:
-    """Plain-dict record of a run: resolved config, git commit and data hash."""
+    """Plain-dict record of a run: resolved config (``trainer.precision`` as resolved on this
+    machine), git commit, data hash and the hardware it ran on (``describe_hardware``)."""
     config = OmegaConf.to_container(cfg, resolve=True)
-    return {"config": config, "git_commit": git_commit(), "data_hash": data_hash}
+    return {
+        "config": config,
+        "git_commit": git_commit(),
+        "data_hash": data_hash,
+        "hardware": describe_hardware(),
+    }
 
 
 def instantiate_loggers(cfg: DictConfig | None, wandb_run_id: str | None = None) -> list[Any]:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from vae_cats.checkpoint import check_resumable, read_checkpoint
 from vae_cats.data.datamodule import CatFacesDataModule
+from vae_cats.hardware import resolve_precision
 from vae_cats.training import config_check
 from vae_cats.training.callbacks import (
     FiniteLossGuard,
@@ -31,6 +32,21 @@ from vae_cats.training.schedule import StepBudget
 log = logging.getLogger(__name__)
 
 
+def resolve_trainer_precision(trainer_cfg: DictConfig) -> str:
+    """Replace ``trainer.precision`` (``auto`` or explicit) by the value it resolves to on
+    this machine (``vae_cats.hardware.resolve_precision``), in place, so the Trainer, the
+    lineage and the W&B config all hold it; logs the choice and why, and a one-line warning
+    for an emulated bf16. Returns the resolved value."""
+    chosen = resolve_precision(
+        trainer_cfg.get("precision", "32-true"), str(trainer_cfg.get("accelerator", "cpu"))
+    )
+    if chosen.warning:
+        log.warning("warning: %s", chosen.warning)
+    log.info("precision: %s (%s)", chosen.value, chosen.reason)
+    trainer_cfg.precision = chosen.value
+    return chosen.value
+
+
 def fit_only_trainer(trainer_cfg: DictConfig, **settings: Any) -> pl.Trainer:
     """The experiment's Trainer (precision, devices, gradient clipping...) stripped to
     training alone, for timing and profiling steps: no validation, sanity check, logger,
@@ -46,6 +62,8 @@ def fit_only_trainer(trainer_cfg: DictConfig, **settings: Any) -> pl.Trainer:
         "enable_progress_bar": False,
         "enable_model_summary": False,
     }
+    trainer_cfg = trainer_cfg.copy()
+    resolve_trainer_precision(trainer_cfg)
     trainer: pl.Trainer = instantiate(trainer_cfg, **{**stripped, **settings})
     return trainer
 
@@ -109,6 +127,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         NonFiniteLossError: The training loss became NaN or infinite.
     """
     config_check.check_root(cfg)
+    if cfg.get("trainer") is not None:
+        resolve_trainer_precision(cfg.trainer)
     for group in ("trainer", "data", "model", "lit_module", "callbacks", "logger"):
         if cfg.get(group) is not None:
             config_check.check_types(cfg[group], group)

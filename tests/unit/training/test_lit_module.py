@@ -87,3 +87,30 @@ def test_the_compiled_ssim_loss_matches_eager_and_repeats_itself(faces: torch.Te
     # A smaller last batch compiles once more and still matches.
     tail = lit.net.loss_function(faces[:3], lit.net(faces[:3]), 1e-3)
     assert torch.isfinite(tail.loss)
+
+
+@pytest.mark.parametrize(
+    ("compile_loss", "precision", "compiled"),
+    [
+        ("auto", "bf16-mixed", True),
+        ("auto", "32-true", False),
+        (True, "32-true", True),
+        (False, "bf16-mixed", False),
+    ],
+)
+def test_compile_loss_auto_compiles_only_under_bf16(
+    faces: torch.Tensor, compile_loss: object, precision: str, compiled: bool
+) -> None:
+    import pytorch_lightning as pl
+
+    lit = module(compile_loss=compile_loss)
+    eager_loss = lit.net._ssim_loss
+    lit.trainer = pl.Trainer(accelerator="cpu", precision=precision, logger=False)  # type: ignore[arg-type]
+    lit.setup("fit")
+    lit.setup("fit")  # Lightning calls setup again for test: compiled once at most
+    assert (lit.net._ssim_loss is not eager_loss) is compiled
+
+
+def test_an_unknown_compile_loss_is_refused() -> None:
+    with pytest.raises(ValueError, match="compile_loss must be true, false or auto"):
+        module(compile_loss="yes")
