@@ -29,7 +29,11 @@ def run_bench(*args: str, cwd: Path, timeout: int = 900) -> subprocess.Completed
 
 
 def reports_state() -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in REPORTS.iterdir()}
+    return {
+        str(p.relative_to(REPORTS)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in REPORTS.rglob("*")
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize(
@@ -54,6 +58,15 @@ def test_bad_input_is_one_line_and_exit_2(case: str, named: str, tmp_path: Path)
     assert result.returncode == 2
     assert len(lines) == 1 and lines[0].startswith("bench_model: error:") and named in lines[0]
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "data").exists()
+
+
+def test_help_shows_no_default_for_the_required_run(tmp_path: Path) -> None:
+    result = run_bench("--help", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "--run RUN NAME=PATH/TO.ckpt, once per checkpoint --out" in text
+    assert "(default: None)" not in text
+    assert "(default: outputs/bench)" in text  # optional options keep their defaults
 
 
 @pytest.mark.slow

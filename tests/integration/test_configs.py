@@ -16,6 +16,7 @@ from tests.helpers import EXPERIMENTS, FAST_TRAIN_OVERRIDES, PROJECT_DIR, run_tr
 from vae_cats.checkpoint import load_vae
 from vae_cats.training.config_check import check_config
 from vae_cats.training.lineage import register_resolvers
+from vae_cats.training.train import resolve_trainer_precision
 
 CONF = PROJECT_DIR / "conf"
 
@@ -38,6 +39,9 @@ def test_experiment_config_composes_and_instantiates(experiment: str, tmp_path: 
     net = instantiate(cfg.model)
     module = instantiate(cfg.lit_module, net=net)
     assert module.net is net
+    # Every experiment names precision: auto, which the run resolves for its machine.
+    assert cfg.trainer.precision == "auto"
+    assert resolve_trainer_precision(cfg.trainer).value in ("32-true", "bf16-mixed")
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     assert trainer.max_epochs == cfg.trainer.max_epochs
     assert instantiate(cfg.data).batch_size == cfg.data.batch_size

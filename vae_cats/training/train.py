@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from vae_cats.checkpoint import check_resumable, read_checkpoint
 from vae_cats.data.datamodule import CatFacesDataModule
-from vae_cats.hardware import resolve_precision
+from vae_cats.hardware import Precision, resolve_precision
 from vae_cats.training import config_check
 from vae_cats.training.callbacks import (
     FiniteLossGuard,
@@ -32,19 +32,24 @@ from vae_cats.training.schedule import StepBudget
 log = logging.getLogger(__name__)
 
 
-def resolve_trainer_precision(trainer_cfg: DictConfig) -> str:
+def resolve_trainer_precision(trainer_cfg: DictConfig) -> Precision:
     """Replace ``trainer.precision`` (``auto`` or explicit) by the value it resolves to on
     this machine (``vae_cats.hardware.resolve_precision``), in place, so the Trainer, the
-    lineage and the W&B config all hold it; logs the choice and why, and a one-line warning
-    for an emulated bf16. Returns the resolved value."""
+    lineage and the W&B config all hold it. Returns the choice, for ``report_precision``
+    once the config is known to be usable (a refused config prints only its error)."""
     chosen = resolve_precision(
         trainer_cfg.get("precision", "32-true"), str(trainer_cfg.get("accelerator", "cpu"))
     )
+    trainer_cfg.precision = chosen.value
+    return chosen
+
+
+def report_precision(chosen: Precision) -> None:
+    """Log the precision and why (``precision: 32-true (CPU capability AVX2, no native
+    bf16)``), after a one-line warning for an emulated bf16."""
     if chosen.warning:
         log.warning("warning: %s", chosen.warning)
     log.info("precision: %s (%s)", chosen.value, chosen.reason)
-    trainer_cfg.precision = chosen.value
-    return chosen.value
 
 
 def fit_only_trainer(trainer_cfg: DictConfig, **settings: Any) -> pl.Trainer:
@@ -63,7 +68,7 @@ def fit_only_trainer(trainer_cfg: DictConfig, **settings: Any) -> pl.Trainer:
         "enable_model_summary": False,
     }
     trainer_cfg = trainer_cfg.copy()
-    resolve_trainer_precision(trainer_cfg)
+    report_precision(resolve_trainer_precision(trainer_cfg))
     trainer: pl.Trainer = instantiate(trainer_cfg, **{**stripped, **settings})
     return trainer
 
@@ -128,7 +133,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     config_check.check_root(cfg)
     if cfg.get("trainer") is not None:
-        resolve_trainer_precision(cfg.trainer)
+        precision = resolve_trainer_precision(cfg.trainer)
     for group in ("trainer", "data", "model", "lit_module", "callbacks", "logger"):
         if cfg.get(group) is not None:
             config_check.check_types(cfg[group], group)
@@ -163,6 +168,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: pl.Trainer = config_check.build(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers
     )
+    report_precision(precision)
     for logger in loggers:
         logger.log_hyperparams(lineage)
         save_config_file(logger, lineage)
