@@ -27,7 +27,7 @@ def log_png_files(
     the file's pixels unchanged.
 
     Returns:
-        The run folder (``out/wandb/offline-run-*`` offline).
+        The run folder (``out/wandb/offline-run-*`` offline), complete on disk.
     """
     import wandb
 
@@ -41,4 +41,10 @@ def log_png_files(
         }
     )
     run.finish()
+    # finish() can return before the W&B service has written the offline run file: in a
+    # long-lived process (a notebook, a test worker) that already ran W&B, the second run's
+    # .wandb file held only its 7-byte header right after finish() and its records a moment
+    # later, more often on a loaded machine. Tearing the service down waits for every record
+    # to be on disk, so the folder returned is complete; the next run starts a new service.
+    wandb.teardown()
     return str(Path(run.dir).parent)
