@@ -39,9 +39,14 @@ def container(*args: str, timeout: int = 3000) -> subprocess.CompletedProcess[st
 
 def in_image(*command: str) -> subprocess.CompletedProcess[str]:
     """Run a command inside a fresh container of predict:latest."""
-    ctr = subprocess.run(
-        ["buildah", "from", "predict:latest"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    # The container's name is the last line: buildah may print progress lines before it.
+    ctr = (
+        subprocess.run(
+            ["buildah", "from", "predict:latest"], capture_output=True, text=True, check=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     try:
         return subprocess.run(
             ["buildah", "run", "--isolation", "chroot", ctr, "--", *command],
@@ -103,6 +108,10 @@ def test_predict_image_has_no_nvidia_packages_and_no_training_stack(predict_imag
 
 
 def test_predict_image_runs_as_non_root_and_fits_the_budget(predict_image: int) -> None:
-    assert in_image("id", "-u").stdout.strip() == "1000"
+    # The return code and stderr first: a failed `buildah run` printed nothing, and the bare
+    # comparison ('' == '1000') hid why.
+    result = in_image("id", "-u")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "1000"
     print(f"predict:latest: {predict_image / 1e9:.2f} GB of a {SIZE_BUDGET_BYTES / 1e9} GB budget")
     assert predict_image < SIZE_BUDGET_BYTES
