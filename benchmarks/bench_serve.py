@@ -1,32 +1,46 @@
-"""Load benchmark of the HTTP API: both backends side by side, one table.
+"""Load benchmark of the HTTP API: closed and open loop, one table.
 
-    python benchmarks/bench_serve.py [--duration 20] [--clients 16] [--model PATH]
+    python benchmarks/bench_serve.py [--duration 15] [--clients 16] [--rate 100]
+        [--backends onnx,torch] [--workers 1,2] [--batching on,off] [--modes closed,open]
+        [--scenarios generate16,generate1,mix]
 
-For each backend (ONNX Runtime, eager PyTorch) a real server (``python -m vae_cats.serving``)
-starts on 127.0.0.1; a small asyncio client (httpx) then keeps ``--clients`` requests in
-flight for ``--duration`` seconds per scenario:
+For each backend x workers x batching setting a real server (``python -m vae_cats.serving``)
+starts on 127.0.0.1; an asyncio httpx client then runs each scenario in each mode for
+``--duration`` seconds:
 
-- ``generate``: ``POST /generate {"n": 16}`` (default sampler, random seeds, PNG grid);
-- ``mix``: 3 of 4 clients on that ``/generate``, 1 of 4 on ``POST /reconstruct`` with a real
-  face of the bundled sample.
+- ``closed`` loop: ``--clients`` clients, each sending its next request when the previous one
+  is answered. A slow server slows the clients down, so a stall shows up as a few slow
+  requests only (coordinated omission).
+- ``open`` loop: requests are due at a fixed rate (``--rate`` per second) whatever the server
+  does, each sent at its due time by a task of its own; latency counts **from the time it was
+  due**, so a stall shows up in every request due during it.
 
-Each row gives requests/s, latency p50/p95/p99 (ms), errors (non-2xx or transport errors),
-restarts (the server process gone) and the server's peak resident memory (``VmHWM``).
-Before that, decoding 64 codes in-process: ONNX Runtime against eager PyTorch, median of
-``--repeat`` runs. The client runs on the same machine as the server, so it takes CPU from it;
+Scenarios: ``generate16`` (``POST /generate {"n": 16}``, random seeds, PNG grid),
+``generate1`` (``{"n": 1}``), ``mix`` (3 of 4 requests that ``/generate n=16``, 1 of 4
+``/reconstruct`` of a real face of the bundled sample).
+
+Each row: the mode, requests sent, answered (200), failed (other status or transport
+error), answered requests/s and images/s, latency p50/p95/p99/max in ms over **all** sent
+requests (a failed one counts with its time to failure), restarts (the server process gone)
+and the server's peak resident memory (``VmHWM``, one worker only). Before that, the raw ONNX
+decoder in-process at batch 1, 16 and 64 (median of ``--repeat`` runs): the ceiling of
+``/generate``. The client runs on the same machine as the server and takes CPU from it;
 ``uptime`` before and after is printed: figures taken under other load are marked so.
-Everything stops by itself: at most 2 x 2 x ``--duration`` seconds of load, plus start-ups.
+Everything stops by itself (at most ``MAX_LOAD_S`` seconds of load).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import random
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,95 +49,176 @@ import torch
 
 from vae_cats.checkpoint import read_checkpoint, vae_from_checkpoint
 from vae_cats.data.sources import BUNDLED_SAMPLE
-from vae_cats.serving.backends import OnnxBackend, TorchBackend
+from vae_cats.serving.backends import OnnxBackend
 from vae_cats.serving.launch import running_server
 from vae_cats.serving.settings import SHIPPED_MODEL, default_threads
 
-MAX_DURATION = 120.0
+MAX_LOAD_S = 900.0
+SCENARIOS = ("generate16", "generate1", "mix")
+MODES = ("closed", "open")
+# Shorter than uvicorn's 5 s keep-alive: the client drops an idle connection before the
+# server may close it under a request just sent (a race that loses the request).
+KEEPALIVE_S = 2.0
+
+Request = Callable[[httpx.AsyncClient, int], Awaitable[tuple[bool, int, str]]]
 
 
 @dataclass
 class Load:
-    """Latencies (s) of the answered requests and the error count of one scenario."""
+    """What one scenario in one mode gave: per request, its latency (s) from when it was due
+    and whether it was answered (200), and the images it returned."""
 
+    mode: str
     latencies: list[float] = field(default_factory=list)
-    errors: int = 0
+    answered: int = 0
+    failed: int = 0
+    images: int = 0
     seconds: float = 0.0
     statuses: set[str] = field(default_factory=set)
 
-    def row(self) -> list[str]:
-        ordered = sorted(self.latencies) or [float("nan")]
+    @property
+    def sent(self) -> int:
+        return self.answered + self.failed
 
-        def pct(q: float) -> str:
-            return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.0f}"
+    def percentile(self, q: float) -> float:
+        """The q-quantile (0..1) of all latencies, ms (nearest rank); NaN when none."""
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
-        rate = len(self.latencies) / self.seconds if self.seconds else 0.0
-        return [f"{rate:.1f}", pct(0.50), pct(0.95), pct(0.99), str(self.errors)]
+    def cells(self) -> list[str]:
+        rate = self.answered / self.seconds if self.seconds else 0.0
+        images = self.images / self.seconds if self.seconds else 0.0
+        quantiles = [f"{self.percentile(q):.0f}" for q in (0.5, 0.95, 0.99, 1.0)]
+        counts = [str(self.sent), str(self.answered), str(self.failed)]
+        return [self.mode, *counts, f"{rate:.1f}", f"{images:.0f}", *quantiles]
 
 
 def a_face() -> bytes:
-    import tarfile
-
+    """The first face file of the bundled sample."""
     with tarfile.open(BUNDLED_SAMPLE) as archive:
         member = next(m for m in archive if m.isfile())
         return archive.extractfile(member).read()  # type: ignore[union-attr]
 
 
-async def client(url: str, end: float, reconstruct: bool, face: bytes, load: Load) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=60) as session:
-        while time.monotonic() < end:
-            start = time.perf_counter()
-            try:
-                if reconstruct:
-                    files = {"file": ("cat.jpg", face)}
-                    response = await session.post("/reconstruct", files=files)
-                else:
-                    body = {"n": 16, "seed": random.randrange(2**32)}
-                    response = await session.post("/generate", json=body)
-                ok = response.status_code == 200
-                if not ok:
-                    load.statuses.add(f"{response.status_code}: {response.text[:120]}")
-            except httpx.HTTPError as err:
-                ok = False
-                load.statuses.add(type(err).__name__)
-            if ok:
-                load.latencies.append(time.perf_counter() - start)
-            else:
-                load.errors += 1
+def scenario_request(scenario: str, face: bytes) -> Request:
+    """The request of ``scenario``: called with a session and the request's index, returns
+    (answered with 200, images returned, what went wrong)."""
+
+    async def generate(session: httpx.AsyncClient, n: int) -> tuple[bool, int, str]:
+        body = {"n": n, "seed": random.randrange(2**32)}
+        response = await session.post("/generate", json=body)
+        ok = response.status_code == 200
+        return ok, n if ok else 0, "" if ok else f"{response.status_code}: {response.text[:120]}"
+
+    async def reconstruct(session: httpx.AsyncClient) -> tuple[bool, int, str]:
+        response = await session.post("/reconstruct", files={"file": ("cat.jpg", face)})
+        ok = response.status_code == 200
+        return ok, 1 if ok else 0, "" if ok else f"{response.status_code}: {response.text[:120]}"
+
+    async def request(session: httpx.AsyncClient, index: int) -> tuple[bool, int, str]:
+        if scenario == "generate1":
+            return await generate(session, 1)
+        if scenario == "mix" and index % 4 == 3:
+            return await reconstruct(session)
+        return await generate(session, 16)
+
+    return request
 
 
-async def run_load(url: str, clients: int, duration: float, mix: bool, face: bytes) -> Load:
-    load = Load()
-    start = time.monotonic()
+async def timed(
+    request: Request, session: httpx.AsyncClient, index: int, due: float, load: Load
+) -> None:
+    """Send request ``index`` and record its latency from ``due`` (a ``perf_counter`` time)."""
+    try:
+        ok, images, problem = await request(session, index)
+    except httpx.HTTPError as err:
+        ok, images, problem = False, 0, type(err).__name__
+    load.latencies.append(time.perf_counter() - due)
+    if ok:
+        load.answered += 1
+        load.images += images
+    else:
+        load.failed += 1
+        load.statuses.add(problem)
+
+
+def session_for(url: str) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=None, keepalive_expiry=KEEPALIVE_S)
+    return httpx.AsyncClient(base_url=url, timeout=120, limits=limits)
+
+
+async def closed_loop(url: str, clients: int, duration: float, request: Request) -> Load:
+    """``clients`` clients, each sending its next request once the last is answered."""
+    load = Load("closed")
+    counter = itertools.count()
+    start = time.perf_counter()
     end = start + duration
-    reconstructing = clients // 4 if mix else 0
-    await asyncio.gather(
-        *(client(url, end, i < reconstructing, face, load) for i in range(clients))
-    )
-    load.seconds = time.monotonic() - start
+
+    async def client(session: httpx.AsyncClient) -> None:
+        while time.perf_counter() < end:
+            await timed(request, session, next(counter), time.perf_counter(), load)
+
+    async with session_for(url) as session:
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+    load.seconds = time.perf_counter() - start
     return load
 
 
+async def open_loop(url: str, rate: float, duration: float, request: Request) -> Load:
+    """Requests due every ``1 / rate`` seconds for ``duration`` seconds, each sent at its due
+    time whether or not earlier ones were answered; latency from the due time. Waits for
+    every request sent (each has the session's 120 s timeout)."""
+    load = Load("open")
+    total = int(rate * duration)
+    start = time.perf_counter()
+    async with session_for(url) as session:
+        tasks = []
+        for index in range(total):
+            due = start + index / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(timed(request, session, index, due, load)))
+        await asyncio.gather(*tasks)
+    load.seconds = time.perf_counter() - start
+    return load
+
+
+def run_mode(mode: str, url: str, scenario: str, args: argparse.Namespace, face: bytes) -> Load:
+    request = scenario_request(scenario, face)
+    if mode == "closed":
+        return asyncio.run(closed_loop(url, args.clients, args.duration, request))
+    return asyncio.run(open_loop(url, args.rate, args.duration, request))
+
+
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    """``VmHWM`` of process ``pid`` in MB; NaN once it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except FileNotFoundError:
+        return float("nan")
+    for line in lines:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def decode_speed(model: Path, repeat: int, threads: int) -> dict[str, float]:
-    """Images/s decoding 64 codes, median of ``repeat`` warm runs, per backend."""
+def raw_decoder(model: Path, repeat: int, threads: int) -> dict[int, float]:
+    """Images/s of the ONNX decoder in-process at batch 1, 16 and 64, median of ``repeat``."""
     net = vae_from_checkpoint(read_checkpoint(model), model)
-    z = torch.randn(64, net.latent_dim, generator=torch.Generator().manual_seed(0))
+    backend = OnnxBackend(net, int(net.config["image_size"]), threads)
     speeds = {}
-    for backend in (OnnxBackend(net, 64, threads), TorchBackend(net, threads)):
+    for batch in (1, 16, 64):
+        z = torch.randn(batch, net.latent_dim, generator=torch.Generator().manual_seed(0))
         backend.decode(z)
         times = []
         for _ in range(repeat):
             start = time.perf_counter()
             backend.decode(z)
             times.append(time.perf_counter() - start)
-        speeds[backend.name] = 64 / statistics.median(times)
+        speeds[batch] = batch / statistics.median(times)
     return speeds
 
 
@@ -131,40 +226,74 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+def split(text: str, allowed: tuple[str, ...], name: str) -> list[str]:
+    values = [value for value in text.split(",") if value]
+    bad = [value for value in values if value not in allowed]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(f"{name}: choose from {','.join(allowed)}, got {text!r}")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL)
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds per scenario")
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--repeat", type=int, default=20, help="decode-64 timing runs")
-    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per row")
+    parser.add_argument("--clients", type=int, default=16, help="closed loop: clients")
+    parser.add_argument("--rate", type=float, default=100.0, help="open loop: requests/s")
+    parser.add_argument("--repeat", type=int, default=20, help="raw decoder timing runs")
+    parser.add_argument("--backends", default="onnx")
+    parser.add_argument("--workers", default="1", help="comma-separated worker counts")
+    parser.add_argument("--batching", default="on,off")
+    parser.add_argument("--modes", default="closed,open")
+    parser.add_argument("--scenarios", default="generate16,generate1")
     args = parser.parse_args(argv)
-    if not 0 < args.duration * 4 <= MAX_DURATION:
-        parser.error(f"--duration: 4 scenarios must fit {MAX_DURATION:.0f} s")
+    try:
+        backends = split(args.backends, ("onnx", "torch"), "--backends")
+        batchings = split(args.batching, ("on", "off"), "--batching")
+        modes = split(args.modes, MODES, "--modes")
+        scenarios = split(args.scenarios, SCENARIOS, "--scenarios")
+        workers = [int(value) for value in args.workers.split(",")]
+    except (argparse.ArgumentTypeError, ValueError) as err:
+        parser.error(str(err))
+    rows = len(backends) * len(batchings) * len(modes) * len(scenarios) * len(workers)
+    if not 0 < args.duration * rows <= MAX_LOAD_S:
+        parser.error(f"{rows} rows x --duration must fit {MAX_LOAD_S:.0f} s of load")
     print(f"before: {uptime()}")
-    speeds = decode_speed(args.model, args.repeat, args.threads)
-    ratio = speeds["onnx"] / speeds["torch"]
-    print(
-        f"decode 64 images ({args.threads} threads): onnx {speeds['onnx']:.0f} img/s, "
-        f"torch {speeds['torch']:.0f} img/s, onnx/torch {ratio:.2f}x"
-    )
+    threads = default_threads()
+    speeds = raw_decoder(args.model, args.repeat, threads)
+    best = max(speeds.values())
+    text = ", ".join(f"batch {batch}: {speed:.0f}" for batch, speed in speeds.items())
+    print(f"raw ONNX decoder ({threads} threads), images/s: {text}; best {best:.0f}")
     face = a_face()
-    header = "| backend | scenario | req/s | p50 ms | p95 ms | p99 ms | errors | restarts "
-    header += "| peak RSS MB |"
-    print(f"\n{args.clients} clients, {args.duration:.0f} s per scenario\n")
-    print(header)
-    print("|---" * 9 + "|")
-    for backend in ("onnx", "torch"):
-        with running_server(args.model, backend, threads=args.threads) as (url, pid):
-            for scenario in ("generate", "mix"):
-                load = asyncio.run(
-                    run_load(url, args.clients, args.duration, scenario == "mix", face)
-                )
+    print(
+        f"\nclosed loop: {args.clients} clients; open loop: {args.rate:g} requests/s due; "
+        f"{args.duration:g} s per row; latency from when each request was due, over all sent\n"
+    )
+    header = [
+        "backend", "workers", "batching", "scenario", "mode", "sent", "answered", "failed",
+        "req/s", "img/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "restarts", "peak RSS MB",
+    ]  # fmt: skip
+    print("| " + " | ".join(header) + " |")
+    print("|---" * len(header) + "|")
+    for backend, count, batching in itertools.product(backends, workers, batchings):
+        options = [] if batching == "on" else ["--no-batching"]
+        with running_server(args.model, backend, workers=count, options=options) as (url, pid):
+            for scenario, mode in itertools.product(scenarios, modes):
+                load = run_mode(mode, url, scenario, args, face)
                 restarts = 0 if Path(f"/proc/{pid}").exists() else 1
-                cells = [backend, scenario, *load.row(), str(restarts), f"{peak_rss_mb(pid):.0f}"]
+                rss = f"{peak_rss_mb(pid):.0f}" if count == 1 else "-"
+                cells = [
+                    backend,
+                    str(count),
+                    batching,
+                    scenario,
+                    *load.cells(),
+                    str(restarts),
+                    rss,
+                ]
                 print("| " + " | ".join(cells) + " |", flush=True)
                 for status in sorted(load.statuses):
-                    print(f"  error: {status}", file=sys.stderr)
+                    print(f"  failed: {status}", file=sys.stderr)
     print(f"\nafter: {uptime()}")
     return 0
 

@@ -19,7 +19,13 @@ Per image, three scores, each turned into a conformal p-value against the valida
 - ``orientation``: ``-log P(upright | mu)`` of a logistic regression fitted on the training
   means of faces turned by 0, 90, 180 and 270 degrees (a geometric-transformation classifier,
   Golan & El-Yaniv 2018, "Deep anomaly detection using geometric transformations"): the
-  latent codes alone hardly tell a face on its side from an upright one.
+  latent codes alone hardly tell a face on its side from an upright one;
+- ``colour``: squared Mahalanobis distance of the image's colour statistics
+  (``colour_statistics``: opponent-colour means and spreads, saturation, the share of green
+  and of blue pixels, brightness) from the training faces' (Ledoit-Wolf covariance): a
+  feature the VAE does not model, since an SSIM-trained decoder draws colour loosely and a
+  sky, leaves or a flower reconstruct about as well as fur. Stored by models packaged since
+  it; older packages are scored without it.
 
 The image's drift score is ``-log10`` of the smallest of its p-values, and it is an outlier
 above the threshold that flags ``false_alarm_rate`` (1%) of the validation faces; the
@@ -38,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from sklearn.covariance import LedoitWolf
 from sklearn.linear_model import LogisticRegression
 from torch import Tensor
 
@@ -50,8 +57,10 @@ from vae_cats.samplers import unpack_covariances
 FALSE_ALARM_RATE = 0.01
 SCORE_NAME = (
     "-log10 of the smallest conformal p-value of (reconstruction SSIM, pixel detail, "
-    "latent NLL, orientation)"
+    "latent NLL, orientation, colour)"
 )
+# A pixel counts as green (blue) when that channel exceeds both others by this much.
+COLOUR_MARGIN = 0.06
 # 1,500 training faces x 4 turns: the probe's fit takes about 20 s on 2 cores.
 ORIENTATION_IMAGES = 1500
 # Stored training means for the batch test: 300 x latent_dim float16 (150 KB at 256).
@@ -82,6 +91,43 @@ def pixel_detail(x: Tensor) -> Tensor:
     across = (x[..., :, 1:] - x[..., :, :-1]).abs().mean(dim=(1, 2, 3))
     down = (x[..., 1:, :] - x[..., :-1, :]).abs().mean(dim=(1, 2, 3))
     return (across + down) / 2
+
+
+def colour_statistics(x: Tensor) -> Tensor:
+    """Ten colour statistics per float image x (N, 3, H, W) in [0, 1], shape (N, 10): mean and
+    standard deviation of the opponent channels ``R - G`` and ``(R + G) / 2 - B``, of the
+    saturation ``max - min`` over channels and of the brightness (channel mean), and the
+    shares of green and of blue pixels (that channel above both others by
+    ``COLOUR_MARGIN``)."""
+    red, green, blue = x[:, 0], x[:, 1], x[:, 2]
+    channels = [
+        red - green,
+        (red + green) / 2 - blue,
+        x.amax(dim=1) - x.amin(dim=1),
+        x.mean(dim=1),
+    ]
+    stats = [torch.stack([c.mean(dim=(1, 2)), c.std(dim=(1, 2))], dim=1) for c in channels]
+    greenish = (green > torch.maximum(red, blue) + COLOUR_MARGIN).float().mean(dim=(1, 2))
+    blueish = (blue > torch.maximum(red, green) + COLOUR_MARGIN).float().mean(dim=(1, 2))
+    return torch.cat([*stats, greenish[:, None], blueish[:, None]], dim=1)
+
+
+def fit_colour_model(images: Tensor) -> dict[str, Tensor]:
+    """Mean (10,) and precision (10, 10) of ``colour_statistics`` over uint8 faces
+    (N, 3, H, W), the covariance shrunk by Ledoit-Wolf (scikit-learn)."""
+    stats = colour_statistics(to_float(images)).double().numpy()
+    fitted = LedoitWolf().fit(stats)
+    return {
+        "mean": torch.from_numpy(fitted.location_).float(),
+        "precision": torch.from_numpy(fitted.precision_).float(),
+    }
+
+
+def colour_score(model: dict[str, Tensor], x: Tensor) -> Tensor:
+    """Squared Mahalanobis distance (>= 0) of float images x (N, 3, H, W) in [0, 1] from the
+    fitted colour model; shape (N,)."""
+    centred = colour_statistics(x).double() - model["mean"].double()
+    return ((centred @ model["precision"].double()) * centred).sum(dim=1)
 
 
 def psnr(recon: Tensor, x: Tensor) -> Tensor:
@@ -168,21 +214,28 @@ def mmd_permutation_test(
         raise ValueError(f"samples differ in width: {x.shape[1]} vs {y.shape[1]}")
     pooled = torch.cat([x, y]).double()
     kernel = torch.exp(-torch.cdist(pooled, pooled).pow(2) / (2 * bandwidth**2))
-    m = len(x)
+    m, n = len(x), len(y)
     generator = torch.Generator().manual_seed(seed)
     orders = [torch.arange(len(pooled))]
     orders += [torch.randperm(len(pooled), generator=generator) for _ in range(permutations)]
-    stats = torch.stack([_unbiased_mmd2(kernel[order][:, order], m) for order in orders])
+    # Row r of `member` marks the rows labelled x by relabelling r. Every relabelling's
+    # statistic then comes from two matrix products instead of a re-indexed copy of the
+    # (m + n)^2 kernel each: s_xx = a'Ka, s_xy = a'K1 - s_xx, s_yy = 1'K1 - 2 a'K1 + s_xx.
+    member = torch.zeros(len(orders), len(pooled), dtype=torch.float64)
+    member.scatter_(1, torch.stack(orders)[:, :m], 1.0)
+    row_sums = kernel.sum(dim=1)
+    diagonal = kernel.diagonal()
+    s_xx = ((member @ kernel) * member).sum(dim=1)
+    s_x1 = member @ row_sums
+    s_xy = s_x1 - s_xx
+    s_yy = row_sums.sum() - 2 * s_x1 + s_xx
+    trace_x = member @ diagonal
+    trace_y = diagonal.sum() - trace_x
+    stats = (
+        (s_xx - trace_x) / (m * (m - 1)) + (s_yy - trace_y) / (n * (n - 1)) - 2 * s_xy / (m * n)
+    )
     p_value = (1 + int((stats[1:] >= stats[0]).sum())) / (1 + permutations)
     return float(stats[0]), p_value
-
-
-def _unbiased_mmd2(kernel: Tensor, m: int) -> Tensor:
-    n = len(kernel) - m
-    kxx, kyy, kxy = kernel[:m, :m], kernel[m:, m:], kernel[:m, m:]
-    within_x = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
-    within_y = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
-    return within_x + within_y - 2 * kxy.mean()
 
 
 def reference_statistics(
@@ -218,6 +271,7 @@ def reference_statistics(
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(train_images), generator=generator)
     probe = fit_orientation_probe(net, train_images[order[:ORIENTATION_IMAGES]], seed)
+    colour = fit_colour_model(train_images)
     reference_mu = encode_means(net, train_images[order[:MMD_REFERENCE]])
     mu, val_ssim = reconstruction_scores(net, val_images)
     stats: dict[str, Any] = {
@@ -228,6 +282,8 @@ def reference_statistics(
         "val_nll": (-latent_mixture(gmm_state).log_prob(mu.double())).float().sort().values,
         "val_orientation": orientation_score(probe, mu).float().sort().values,
         "orientation_probe": probe,
+        "colour_model": colour,
+        "val_colour": colour_score(colour, to_float(val_images)).float().sort().values,
         "reference_mu": reference_mu.half(),
         "mmd_bandwidth": median_bandwidth(reference_mu),
         "threshold": 0.0,
@@ -275,6 +331,7 @@ class DriftScores:
             "detail_high": "it is busier than any face (noise or fine texture?)",
             "nll": "its latent code is unlikely under the training faces' mixture",
             "orientation": "it looks turned on its side or upside down",
+            "colour": "its colours are unlike any cat's (sky, leaves, flowers?)",
         }
         return f"Unlike the training faces: {reasons[worst]}."
 
@@ -316,6 +373,10 @@ class DriftDetector:
                 stats["val_orientation"], orientation_score(stats["orientation_probe"], mu)
             ),
         }
+        if "colour_model" in stats:
+            p_values["colour"] = _p_high(
+                stats["val_colour"], colour_score(stats["colour_model"], x)
+            )
         # Two tails form one two-sided test: double each tail's p (Bonferroni).
         for tail in ("ssim_low", "ssim_high", "detail_low", "detail_high"):
             p_values[tail] = (2 * p_values[tail]).clamp(max=1.0)

@@ -14,7 +14,9 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -85,6 +87,7 @@ def test_health_ready_and_model_card(client: httpx.Client) -> None:
         card["backend"] == "onnx" and card["latent_dim"] == LATENT_DIM and card["image_size"] == 64
     )
     assert card["samplers"] == ["normal", "gmm"] and card["default_sampler"] == "gmm"
+    assert card["path"] == "vae_cats/assets/cats_vae.ckpt"  # for the page's predict command
     # The commit the model was trained at, "-dirty" when the tree had uncommitted edits.
     assert (
         re.fullmatch(r"[0-9a-f]{40}(-dirty)?", card["git_commit"]) and len(card["data_hash"]) == 64
@@ -118,6 +121,34 @@ def test_generate_same_seed_same_bytes_and_predict_codes(client: httpx.Client) -
     assert np.array_equal(grid[2:66, 2:66], singles[0])
     random_seed = client.post("/generate", json={"n": 1, "format": "json"}).json()
     assert 0 <= random_seed["seed"] < 2**32
+
+
+def test_concurrent_requests_share_decoder_calls_and_keep_their_bytes(
+    client: httpx.Client, url: str
+) -> None:
+    """16 seeded /generate at once are micro-batched (the batch-size histogram records calls
+    of more than one request's images), and each answer has exactly the bytes of the same
+    request sent alone (a batch of its own)."""
+
+    def batched_calls() -> float:
+        text = client.get("/metrics").text
+        match = re.search(r'vae_cats_decode_batch_images_bucket\{le="1.0"\} (\S+)', text)
+        total = re.search(r"vae_cats_decode_batch_images_count (\S+)", text)
+        assert match and total, text[-2000:]
+        return float(total.group(1)) - float(match.group(1))
+
+    def one(seed: int) -> bytes:
+        with httpx.Client(base_url=url, timeout=120) as own:
+            response = own.post("/generate", json={"n": 1 + seed % 3, "seed": seed})
+            assert response.status_code == 200, response.text
+            return response.content
+
+    before = batched_calls()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        together = list(pool.map(one, range(16)))
+    assert batched_calls() > before, "no decoder call served more than one image"
+    alone = [one(seed) for seed in range(16)]
+    assert together == alone
 
 
 def test_decode_and_interpolate(client: httpx.Client) -> None:
@@ -220,9 +251,40 @@ def test_bad_json_is_422_naming_the_field(client: httpx.Client) -> None:
     assert_one_line(client.post("/interpolate", files=files, data={"steps": "x"}), 422, "steps")
 
 
+def declared_png(width: int, height: int) -> bytes:
+    """A PNG that is only a signature, an IHDR declaring width x height (8-bit RGB) and IEND."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+        )
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_small_input_mistakes_get_messages_that_name_them(client: httpx.Client) -> None:
+    """JSON sent as text/plain names the content type; an empty base64 field names that
+    field; a PNG declaring 30000 x 30000 pixels meets the API's 2048 x 2048 cap (read from its
+    header), not Pillow's 178-million-pixel decompression-bomb limit."""
+    plain = client.post("/generate", content=b'{"n": 2}', headers={"content-type": "text/plain"})
+    assert_one_line(plain, 422, "body", "Content-Type: application/json", "text/plain")
+    assert_one_line(client.post("/reconstruct", data={"image_base64": ""}), 422, "image_base64")
+    assert (
+        client.post("/reconstruct", data={"image_base64": ""})
+        .json()["detail"]
+        .startswith("image_base64: is empty")
+    )
+    huge = client.post("/reconstruct", files={"file": ("huge.png", declared_png(30000, 30000))})
+    assert_one_line(huge, 400, "too many pixels", "30000x30000", str(2048 * 2048))
+    assert "178956970" not in huge.json()["detail"]
+
+
 def test_upload_over_the_limit_is_413(client: httpx.Client) -> None:
     big = face() + b"\0" * LIMIT
-    assert_one_line(client.post("/reconstruct", files={"file": ("big.jpg", big)}), 413, "limit")
+    response = client.post("/reconstruct", files={"file": ("big.jpg", big)})
+    # The real size of the part, not the limit + 1 bytes read of it.
+    assert_one_line(response, 413, "limit", f"image of {len(big)} bytes")
     encoded = base64.b64encode(b"\0" * (LIMIT + 10)).decode()
     assert_one_line(client.post("/reconstruct", data={"image_base64": encoded}), 413, "limit")
     assert client.get("/healthz").status_code == 200
@@ -304,6 +366,15 @@ def test_batch_drift_and_metrics(client: httpx.Client) -> None:
     shifted = client.post("/drift", files=turned).json()
     assert shifted["is_drift"] is True and shifted["p_value"] < same["p_value"]
     assert_one_line(client.post("/drift", files=files[:1]), 422, "files")
+    # Repeated faces are removed before the test and counted: 64 files cycled from the 40
+    # test as the 40 alone do (before: p = 0.002, drift).
+    cycled = [("files", (f"{i}.jpg", faces[i % 40])) for i in range(64)]
+    repeated = client.post("/drift", files=cycled).json()
+    assert repeated["n"] == 40 and repeated["duplicates_removed"] == 24, repeated
+    assert repeated["p_value"] == same["p_value"] and repeated["is_drift"] is False
+    assert same["duplicates_removed"] == 0
+    twice = [("files", (f"{i}.jpg", faces[0])) for i in range(2)]
+    assert_one_line(client.post("/drift", files=twice), 422, "files", "1 distinct image among 2")
     metrics = client.get("/metrics").text
     assert 'vae_cats_http_requests_total{method="POST",route="/drift",status="200"}' in metrics
     assert 'vae_cats_http_request_duration_seconds_bucket{le="0.005",route="/healthz"}' in metrics
@@ -388,6 +459,14 @@ def test_cli_refuses_a_bad_model_in_one_line(tmp_path: Path) -> None:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("serving: error:"), lines
         assert str(model) in lines[0]
+    workers = subprocess.run(
+        [sys.executable, "-m", "vae_cats.serving", "--workers", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert workers.returncode == 2
+    assert workers.stderr.strip() == "serving: error: --workers must lie in 1..64, got 0"
 
 
 def test_image_entry_point_dispatches_serve_and_predict(

@@ -161,8 +161,15 @@ function fetchBatch(replace) {
 function predictCommand(cat) {
   const out = `outputs/cat_${cat.seed}`;
   const file = `${out}/samples/sample_${String(cat.index).padStart(3, "0")}.png`;
-  return `python vae_cats/predict_model.py --n ${cat.n} --seed ${cat.seed} `
+  // The served model, by the path the server was given: without --model predict would use
+  // the shipped one, and a server running another checkpoint would draw other cats.
+  const model = state.model ? `--model ${shellWord(state.model.path)} ` : "";
+  return `python vae_cats/predict_model.py ${model}--n ${cat.n} --seed ${cat.seed} `
     + `--sampler ${cat.sampler} --out ${out}\n# this cat: ${file}`;
+}
+
+function shellWord(text) {
+  return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`;
 }
 
 function openCat(id) {
