@@ -47,7 +47,15 @@ from pathlib import Path
 from typing import Any
 
 MAX_KEPT_DROP = 0.05
-SETTINGS = ("image_size", "seed", "val_fraction", "test_fraction", "wrong_size")
+# ingest_version too: version 3 split by hash bucket, so a diff across it moves photos once.
+SETTINGS = (
+    "image_size",
+    "seed",
+    "val_fraction",
+    "test_fraction",
+    "wrong_size",
+    "ingest_version",
+)
 # Names printed per list in the text report; --json lists them all.
 SHOWN = 10
 

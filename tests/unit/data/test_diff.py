@@ -103,7 +103,10 @@ def test_real_versions_every_count(versions: dict[str, Path]) -> None:
     new_kept = {r["name"]: r["split"] for r in new["images"]}
     moved = {n for n in new_kept.keys() & old_of.keys() if old_of[n] != new_kept[n]}
     assert {c["name"] for c in diff.split_changes} == moved
-    assert moved, "adding images reshuffles the seeded split"
+    # Hash buckets: a photo keeps its split across versions. Only one whose split key (the
+    # smallest pixel sha256 of its copies) changed could move: face 8, whose new near
+    # duplicate may have the smaller hash.
+    assert moved <= {NAMES[8]}, "adding, removing or truncating others moves no photo"
     train_to_test = sum(old_of[n] == "train" and new_kept[n] == "test" for n in moved)
     assert diff.split_transitions.get("train -> test", 0) == train_to_test
     assert sum(diff.split_transitions.values()) == len(moved)

@@ -324,7 +324,12 @@ def test_ingest_removes_exact_duplicates_before_the_split(
         for s in ("train", "val", "test")
     }
     assert sum(len(s) for s in splits.values()) == 40  # disjoint, every image in one
-    assert (len(splits["val"]), len(splits["test"])) == (8, 8)
+    # Hash buckets: each photo's split from its own pixels (8 each expected, binomially).
+    expected = split_assignment(
+        [r["split_key"] for r in manifest["images"]], 0, val_fraction=0.2, test_fraction=0.2
+    )
+    assert [r["split"] for r in manifest["images"]] == expected
+    assert splits["val"] and splits["test"]
     copies = [name for r in manifest["images"] for name in r["duplicates"]]
     assert sorted(copies) == sorted(
         [f"copy_{i}.jpg" for i in range(5)] + ["copy_again_0.jpg", "copy_again_1.jpg"]
@@ -368,7 +373,9 @@ def test_a_source_with_no_usable_image_is_an_error_naming_what_was_seen(
 def test_split_assignment_fractions() -> None:
     hashes = [f"{i:064x}" for i in range(1000)]
     splits = split_assignment(hashes, seed=1, val_fraction=0.1, test_fraction=0.1)
-    assert (splits.count("train"), splits.count("val"), splits.count("test")) == (800, 100, 100)
+    # In expectation 800 / 100 / 100 (binomial sd about 9.5 for val and test).
+    assert 70 <= splits.count("val") <= 130 and 70 <= splits.count("test") <= 130
+    assert splits.count("train") == 1000 - splits.count("val") - splits.count("test")
 
 
 def test_bundled_sample_is_1024_distinct_files_of_1022_photos_with_an_unchanged_hash(
@@ -379,20 +386,25 @@ def test_bundled_sample_is_1024_distinct_files_of_1022_photos_with_an_unchanged_
     # two pairs are the same photo cropped a little differently: one of each pair is kept
     assert manifest["num_near_duplicates"] == 2 and len(manifest["images"]) == 1022
     assert BUNDLED_SAMPLE.stat().st_size < 6_000_000
-    # The hash the ingest gave before the split into stages: runs recorded it.
-    assert manifest["data_hash"].startswith("ba0253fdf22e8ec2")
+    # The hash of the hash-bucket split (issue 24; the seeded shuffle before it gave
+    # ba0253fdf22e8ec2...): runs record it, and it changes only when the photos do.
+    assert manifest["data_hash"].startswith("6e621ed1d91f11db")
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_CATS64.is_file(), reason="needs ../shared cats64")
-def test_cats64_counts_add_up_and_its_hash_is_the_shipped_models(tmp_path: Path) -> None:
+def test_cats64_counts_add_up_and_its_hash_is_the_hash_bucket_splits(tmp_path: Path) -> None:
     manifest = ingest(SHARED_CATS64, tmp_path / "out")
     report = manifest["report"]
     assert (report["num_files"], report["num_kept"]) == (14488, 8483)
     assert report["rejected_per_reason"] == {"exact duplicate": 5935, "near duplicate": 70}
     assert_one_outcome_per_file(manifest)
+    assert manifest["data_hash"].startswith("22e48429961a91b6")
+    # The shipped model was trained on the seeded shuffle before the hash-bucket split (its
+    # lineage names that split's hash; it carries its own test faces): until it is retrained,
+    # tools that compare hashes say that cats64's split is not its own.
     lineage = torch.load(SHIPPED_MODEL, weights_only=True, map_location="cpu")["lineage"]
-    assert manifest["data_hash"] == lineage["data_hash"]
+    assert lineage["data_hash"].startswith("876e10f79d1a345d")
 
 
 def test_cli_prints_the_summary_table_and_writes_the_report(tmp_path: Path) -> None:
@@ -410,7 +422,7 @@ def test_cli_prints_the_summary_table_and_writes_the_report(tmp_path: Path) -> N
     report = json.loads((tmp_path / "out" / "cats" / "ingest_report.json").read_text())
     assert report["num_kept"] == 6 and report["rejected_per_reason"] == {"empty file": 1}
     manifest = json.loads((tmp_path / "out" / "cats" / "manifest.json").read_text())
-    assert manifest["seed"] == 3 and manifest["ingest_version"] == 2
+    assert manifest["seed"] == 3 and manifest["ingest_version"] == 3
 
 
 def test_cli_help_shows_every_option_with_help_and_default() -> None:
