@@ -48,9 +48,9 @@ test-latest:  ## fast tests against the newest releases of the direct deps (in .
 	$(PYTHON) scripts/test_latest.py --venv .venv-latest --pytest-args '$(LATEST_PYTEST_ARGS)'
 
 lint: $(STAMP)
-	$(BIN)/ruff check vae_cats tests
-	$(BIN)/ruff format --check vae_cats tests
-	$(BIN)/mypy vae_cats
+	$(BIN)/ruff check vae_cats tests hydra_plugins
+	$(BIN)/ruff format --check vae_cats tests hydra_plugins
+	$(BIN)/mypy vae_cats hydra_plugins
 	$(BIN)/actionlint
 
 docs: $(STAMP)  ## build the mkdocs site into site/ (warnings are errors)

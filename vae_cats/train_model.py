@@ -2,8 +2,10 @@
 
 Bad input (a config value, an unknown key, an unwritable output folder, a checkpoint) is one
 line on stderr and exit code 2, before any work; a NaN or infinite loss is one line and exit
-code 1. In a multirun, a diverged job raises instead, so the sweeper records that trial as
-failed and goes on with the others.
+code 1. In a multirun, a diverged job, or one whose model, optimiser or data cannot be built
+(``model.latent_dim=32`` where exp1's bottleneck needs multiples of 64), writes a failed
+``result.yaml`` and raises instead, so the sweeper records that trial as failed and goes on
+with the others.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vae_cats.training.config_check import ConfigError, check_config, exit_with_error
-from vae_cats.training.lineage import register_resolvers
+from vae_cats.training.lineage import name_sweep_trial, register_resolvers
 
 register_resolvers()
 
@@ -37,17 +39,21 @@ def main(cfg: DictConfig) -> float | None:
     from vae_cats.training.lineage import save_job_result
     from vae_cats.training.train import train
 
+    name_sweep_trial(cfg)
     try:
         results = train(cfg)
-    except (ConfigError, CheckpointError, FileNotFoundError) as err:
-        exit_with_error(str(err), 2)
-    except NonFiniteLossError as err:
-        save_job_result("failed", cfg.optimized_metric, None, str(err))
+    except (ConfigError, CheckpointError, FileNotFoundError, NonFiniteLossError) as err:
         if multirun:
+            save_job_result("failed", cfg.optimized_metric, None, str(err))
             raise
-        exit_with_error(str(err), 1)
+        if isinstance(err, NonFiniteLossError):
+            save_job_result("failed", cfg.optimized_metric, None, str(err))
+            exit_with_error(str(err), 1)
+        exit_with_error(str(err), 2)
     value = results.get(cfg.optimized_metric)
-    save_job_result("finished", cfg.optimized_metric, value, "")
+    save_job_result(
+        "finished", cfg.optimized_metric, value, "", best_checkpoint=results["best_model_path"]
+    )
     if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
         print(f"best checkpoint: {results['best_model_path']}")
         print(f"global step: {results['global_step']}")

@@ -39,6 +39,8 @@ _ROOT_TYPES: dict[str, Any] = {
     "optimized_metric": str,
     "hparams_search": dict | None,
 }
+# The keys of hparams_search: the search's name, and the study and trial number of one trial.
+_SEARCH_KEYS = ("name", "study", "trial")
 # The seeds numpy (and so Lightning's seed_everything) accepts: 32-bit unsigned.
 _MAX_SEED = 2**32 - 1
 # Targets whose **kwargs go on to another callable, whose signature then checks them.
@@ -204,7 +206,8 @@ def call(node: DictConfig, key: str, factory: Callable[..., Any], **kwargs: Any)
 def check_keys(cfg: DictConfig) -> None:
     """Root keys and group shapes: no key outside ``_ROOT_TYPES`` and the groups; each object
     group a ``_target_`` node; each entry of ``callbacks`` and ``logger`` a ``_target_`` node
-    or null; ``hparams_search`` only its ``name``.
+    or null; ``hparams_search`` only its ``name``, ``study`` and ``trial`` (the last two set
+    by the study sweeper for each trial).
 
     Raises:
         ConfigError: Naming the first unknown or misshapen key.
@@ -231,8 +234,11 @@ def check_keys(cfg: DictConfig) -> None:
                 )
     search = cfg.get("hparams_search")
     for name in map(str, search or {}):
-        if name != "name":
-            raise ConfigError(f"hparams_search.{name}: unknown key (hparams_search takes: name)")
+        if name not in _SEARCH_KEYS:
+            raise ConfigError(
+                f"hparams_search.{name}: unknown key (hparams_search takes: "
+                f"{', '.join(_SEARCH_KEYS)})"
+            )
 
 
 def check_optimized_metric(metric: Any, direction: Any = None) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_cats.fileio import PROJECT_DIR, atomic_write_bytes
 from vae_cats.hardware import describe_hardware
@@ -100,7 +100,29 @@ def save_config_file(logger: Any, lineage: dict[str, Any]) -> None:
         logger.experiment.save(str(path), base_path=logger.experiment.dir, policy="now")
 
 
-def save_job_result(status: str, metric: str, value: float | None, message: str) -> None:
+def name_sweep_trial(cfg: DictConfig) -> None:
+    """In a trial of the study sweeper (``hparams_search.study`` and ``hparams_search.trial``
+    set), group the W&B run by study and name it ``<study>-trial<number>``; the trial's
+    config and lineage already hold both. Does nothing outside such a trial."""
+    study = OmegaConf.select(cfg, "hparams_search.study")
+    trial = OmegaConf.select(cfg, "hparams_search.trial")
+    if trial is None:
+        return
+    for node in (cfg.get("logger") or {}).values():
+        if node is not None and str(node.get("_target_", "")).endswith("WandbLogger"):
+            with open_dict(node):
+                node.group = study
+                node.name = f"{study}-trial{trial}"
+
+
+def save_job_result(
+    status: str,
+    metric: str,
+    value: float | None,
+    message: str,
+    *,
+    best_checkpoint: str | None = None,
+) -> None:
     """Write ``result.yaml`` into the Hydra job's output folder, atomically: one file per run
     or sweep trial, failed ones too. It holds ``status``, the job's ``overrides``,
     ``optimized_metric`` (the metric's name), the metric's final value under its own name
@@ -110,12 +132,14 @@ def save_job_result(status: str, metric: str, value: float | None, message: str)
     if not _global_rank_zero():
         return
     hydra_cfg = HydraConfig.get()
+    # best_checkpoint: read back by the study sweeper (vae_cats.training.sweep) for the trial.
     record = {
         "status": status,
         "overrides": list(hydra_cfg.overrides.task),
         "optimized_metric": metric,
         metric: value,
         "message": message,
+        "best_checkpoint": best_checkpoint,
     }
     path = Path(hydra_cfg.runtime.output_dir) / "result.yaml"
     atomic_write_bytes(path, OmegaConf.to_yaml(OmegaConf.create(record)).encode())
