@@ -190,7 +190,7 @@ def run_mode(mode: str, url: str, scenario: str, args: argparse.Namespace, face:
     request = scenario_request(scenario, face)
     if mode == "closed":
         return asyncio.run(closed_loop(url, args.clients, args.duration, request))
-    return asyncio.run(open_loop(url, args.rate, args.duration, request))
+    return asyncio.run(open_loop(url, args.rates[scenario], args.duration, request))
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -234,12 +234,27 @@ def split(text: str, allowed: tuple[str, ...], name: str) -> list[str]:
     return values
 
 
+def rates(text: str, scenarios: list[str]) -> dict[str, float]:
+    """Open-loop rate per scenario from ``12.5`` or ``generate16=20,generate1=100``."""
+    if "=" not in text:
+        return dict.fromkeys(scenarios, float(text))
+    given = {key: float(value) for key, value in (part.split("=") for part in text.split(","))}
+    missing = [name for name in scenarios if name not in given]
+    if missing:
+        raise ValueError(f"--rate: no rate for {', '.join(missing)}")
+    return given
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL)
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per row")
     parser.add_argument("--clients", type=int, default=16, help="closed loop: clients")
-    parser.add_argument("--rate", type=float, default=100.0, help="open loop: requests/s")
+    parser.add_argument(
+        "--rate",
+        default="generate16=20,generate1=100,mix=20",
+        help="open loop: requests/s due, one number or SCENARIO=RATE,...",
+    )
     parser.add_argument("--repeat", type=int, default=20, help="raw decoder timing runs")
     parser.add_argument("--backends", default="onnx")
     parser.add_argument("--workers", default="1", help="comma-separated worker counts")
@@ -253,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         modes = split(args.modes, MODES, "--modes")
         scenarios = split(args.scenarios, SCENARIOS, "--scenarios")
         workers = [int(value) for value in args.workers.split(",")]
+        args.rates = rates(args.rate, scenarios)
     except (argparse.ArgumentTypeError, ValueError) as err:
         parser.error(str(err))
     rows = len(backends) * len(batchings) * len(modes) * len(scenarios) * len(workers)
@@ -266,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"raw ONNX decoder ({threads} threads), images/s: {text}; best {best:.0f}")
     face = a_face()
     print(
-        f"\nclosed loop: {args.clients} clients; open loop: {args.rate:g} requests/s due; "
+        f"\nclosed loop: {args.clients} clients; open loop: {args.rate} requests/s due; "
         f"{args.duration:g} s per row; latency from when each request was due, over all sent\n"
     )
     header = [

@@ -47,7 +47,9 @@ LIMIT = 2 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    with running_server(SHIPPED, "onnx") as (base, _):
+    # A 5-ms batch wait makes the concurrent requests of the batching test share calls
+    # even on a machine fast enough to decode each before the next arrives.
+    with running_server(SHIPPED, "onnx", options=["--batch-wait-ms", "5"]) as (base, _):
         yield base
 
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from sklearn.datasets import load_sample_images
 
-from vae_cats.data.decode import decode_image
+from vae_cats.data.decode import decode_image, fit_size
 from vae_cats.data.sources import SHARED_CATS64
 from vae_cats.data.store import ingested_splits
 from vae_cats.fileio import ASSETS_DIR
@@ -110,3 +111,30 @@ def test_batch_test_passes_faces_and_catches_turned_ones(
     turned = service.batch_drift(torch.rot90(held_out[100:200], 1, dims=(2, 3)), alpha=0.05)
     print(f"MMD p-values: held-out faces {same['p_value']:.3f}, turned {turned['p_value']:.3f}")
     assert same["is_drift"] is False and turned["is_drift"] is True
+
+
+def photo_crops() -> torch.Tensor:
+    """104 uint8 crops (3, 64, 64) of scikit-learn's two sample photos (a temple, a flower):
+    squares of 427 to 96 pixels on a grid, resized as ingest resizes."""
+    crops = []
+    for photo in load_sample_images().images:
+        pixels = torch.from_numpy(np.array(photo)).permute(2, 0, 1).contiguous()
+        _, height, width = pixels.shape
+        for side in (427, 300, 200, 128, 96):
+            rows = range(0, height - side + 1, max(1, (height - side) // 2))
+            columns = range(0, width - side + 1, max(1, (width - side) // 3))
+            for top in rows:
+                for left in columns:
+                    square = pixels[:, top : top + side, left : left + side]
+                    crops.append(fit_size(square, 64, "resize"))
+    return torch.stack(crops)
+
+
+def test_real_photos_that_are_not_cats_are_measured(service: ModelService) -> None:
+    """The miss rate on real non-cat photos, as docs/serving.md states it: 54% of the 104
+    crops flagged with the shipped model (the issue's target, 90%, is not met)."""
+    crops = photo_crops()
+    assert len(crops) == 104
+    rate = float(np.mean(flagged(service, crops)))
+    print(f"non-cat photo crops flagged: {rate:.1%} of {len(crops)}")
+    assert rate >= 0.5, rate

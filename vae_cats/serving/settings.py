@@ -64,7 +64,7 @@ class Settings:
     max_pixels: int = 2048 * 2048
     chunk_images: int = 64
     batching: bool = True
-    batch_wait_ms: float = 2.0
+    batch_wait_ms: float = 0.0
     batch_max_images: int = 64
     batch_queue: int = 256
     load_in_background: bool = True
