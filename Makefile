@@ -92,8 +92,8 @@ SERVE_BACKEND ?= onnx
 serve: $(STAMP)  ## HTTP API on 127.0.0.1:8000 (shipped model, ONNX Runtime): make serve [SERVE_MODEL=PATH SERVE_BACKEND=torch]
 	$(BIN)/python -m vae_cats.serving --model $(SERVE_MODEL) --backend $(SERVE_BACKEND) --host 127.0.0.1 --port 8000
 
-bench-serve: $(STAMP)  ## load benchmark of the API, both backends, 16 clients, 4 x 20 s: prints a table
-	$(BIN)/python benchmarks/bench_serve.py --duration 20
+bench-serve: $(STAMP)  ## load benchmark of the API (ONNX): closed and open loop, batching on and off, 8 x 15 s: prints a table
+	$(BIN)/python benchmarks/bench_serve.py --duration 15
 
 PROFILE_EXP ?= exp1
 PROFILE_STEPS ?= 20
