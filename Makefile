@@ -23,7 +23,7 @@ install: $(STAMP)  ## create .venv from the lock file
 demo: $(STAMP)  ## train the demo experiment on the bundled sample, then generate cats
 	rm -rf $(DEMO_DIR)
 	$(BIN)/python vae_cats/train_model.py experiments=demo hydra.run.dir=$(DEMO_DIR)
-	$(BIN)/python vae_cats/predict_model.py --model $(DEMO_DIR)/checkpoints/best.ckpt --sampler gmm --interpolate --out $(DEMO_DIR)/predict
+	$(BIN)/python vae_cats/predict_model.py --model $(DEMO_DIR)/checkpoints/best.ckpt --interpolate --out $(DEMO_DIR)/predict
 	@echo "training pictures per epoch: $(DEMO_DIR)/images/"
 
 train: $(STAMP)  ## train experiments=exp1 (full recipe, cats64 when ../shared has it)

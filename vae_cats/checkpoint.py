@@ -106,7 +106,7 @@ def slim_checkpoint(checkpoint: dict[str, Any], net: ConvVAE, **extras: Any) -> 
         checkpoint: The dict from ``read_checkpoint``.
         net: The network rebuilt from it (``vae_from_checkpoint``).
         **extras: What inference reads besides the network; plain tensors and containers only,
-            so the file stays loadable weights-only. Those ``package_model`` stores:
+            so the file stays loadable weights-only. Those ``packager.package`` stores:
             ``gmm_sampler`` (``GaussianMixtureSampler.state_dict``), ``latent_pca``
             (``LatentPCA.state_dict`` of the training means), ``test_faces`` (uint8
             (K, 3, H, W) faces of the model's own test split) and ``test_faces_source`` (a

@@ -1,5 +1,6 @@
 """Latent codes and what is decoded from them: posterior means of images, codes from a named
-sampler, interpolations and traversals. The library calls behind predict and the HTTP API."""
+sampler, interpolations and traversals. The tensor-level calls behind ``vae_cats.predict``,
+``vae_cats.packager`` and the HTTP API; nothing here reads or writes files."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def latent_codes(
     Args:
         sampler: ``normal`` (N(0, I)), ``gmm`` (the Gaussian mixture stored in the checkpoint,
             else one fitted on the posterior means of ``train_images``) or ``default`` (gmm
-            when the checkpoint carries a mixture, else normal).
+            when the checkpoint carries a mixture or ``train_images`` are given, else normal:
+            for this recipe N(0, I) decodes to texture, the mixture to faces).
         net: The model (for its latent size and encoder).
         checkpoint: The checkpoint dict ``net`` came from.
         n: Number of codes.
@@ -65,7 +67,8 @@ def latent_codes(
     if sampler not in SAMPLERS:
         raise SamplerError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})")
     if sampler == "default":
-        sampler = "gmm" if "gmm_sampler" in checkpoint else "normal"
+        has_faces = train_images is not None and len(train_images) > 0
+        sampler = "gmm" if "gmm_sampler" in checkpoint or has_faces else "normal"
     if sampler == "normal":
         return NormalSampler(net.latent_dim).sample(n, seed), "N(0, I)"
     if "gmm_sampler" in checkpoint:

@@ -15,10 +15,10 @@ import torch
 from torchvision.io import read_image
 
 from tests.helpers import PROJECT_DIR, run_predict
-from vae_cats.checkpoint import read_checkpoint
+from vae_cats.checkpoint import SHIPPED_MODEL, read_checkpoint
 from vae_cats.data.store import ingested
 from vae_cats.package_model import main as package_main
-from vae_cats.predict_model import SHIPPED_MODEL
+from vae_cats.packager import package
 
 
 def run_package(*args: str, umask: int = 0o022) -> subprocess.CompletedProcess[str]:
@@ -80,7 +80,26 @@ def test_unwritable_out_is_refused_before_any_work(
 def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         package_main(["--help"])
-    assert "(default: 32)" in " ".join(capsys.readouterr().out.split())
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 32)" in text
+    # Required options have no default to show (issue 22, item 14).
+    assert "--model MODEL checkpoint (.ckpt) --out OUT where to write the slim model --force" in (
+        text
+    )
+
+
+@pytest.mark.slow
+def test_package_is_a_library_call_taking_str_paths(tmp_path: Path) -> None:
+    """``vae_cats.packager.package`` does what the command does, with ``str`` paths, and
+    returns its warnings instead of printing them."""
+    out = tmp_path / "again.ckpt"
+    result = package(str(SHIPPED_MODEL), str(out), source="bundled", test_faces=0)
+    assert result.out == out and out.is_file()
+    assert "mixture kept from --model" in result.summary and result.warnings == []
+    assert torch.equal(
+        read_checkpoint(out)["gmm_sampler"]["means"],
+        read_checkpoint(SHIPPED_MODEL)["gmm_sampler"]["means"],
+    )
 
 
 @pytest.mark.slow

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import warnings
 from pathlib import Path
+from typing import Any
 
+import httpx
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision.io import read_image
 
 from tests.helpers import bundled_members, run_predict, wandb_history
-from vae_cats.checkpoint import read_checkpoint
-from vae_cats.predict_model import SHIPPED_MODEL
+from vae_cats.checkpoint import SHIPPED_MODEL, read_checkpoint
+from vae_cats.images import to_uint8
+from vae_cats.predict import load_model, sample_images
 from vae_cats.predict_model import main as predict_main
+from vae_cats.serving.launch import running_server
 
 pytestmark = pytest.mark.slow
 
@@ -314,6 +321,100 @@ def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     text = " ".join(capsys.readouterr().out.split())
     assert exit_info.value.code == 0
     assert "(default: 64)" in text and "(default: outputs/predict)" in text
+    # --seed names its range, which the parser enforces (issue 22, item 14)
+    assert "from 0 to 2**32-1 (4294967295) (default: 0)" in text
+
+
+def edited_copy(original: Path, path: Path, **data: Any) -> Path:
+    """A copy of the checkpoint ``original`` at ``path`` whose lineage's data config has
+    ``data`` in it: a model whose lineage names another training source."""
+    checkpoint = torch.load(original, map_location="cpu", weights_only=True)
+    checkpoint["lineage"]["config"]["data"].update(data)
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_default_sampler_of_a_training_checkpoint_is_the_mixture_of_its_data(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A training checkpoint stores no mixture: the default sampler fits one on the training
+    faces of the data its lineage names and says so (it decoded N(0, I) texture; issue 22,
+    item 6), the same codes as ``--sampler gmm``; its reconstructions are then the model's own
+    test split. With that data gone, the bundled sample stands in, named as such."""
+    model = trained_run / "checkpoints" / "best.ckpt"
+    base = ["--n", "4", "--seed", "1", "--no-wandb"]
+    assert predict_main(["--model", str(model), *base, "--out", str(tmp_path / "d")]) == 0
+    captured = capsys.readouterr()
+    assert "4 samples from Gaussian mixture fitted on" in captured.out
+    assert "training images of cats_sample.tar (the data its lineage names)" in captured.out
+    assert "(the default sampler; --sampler normal draws from N(0, I))" in captured.out
+    assert "the test split of cats_sample.tar (seed 42; the model's own test split)" in (
+        captured.out
+    )
+    assert captured.err == ""
+    gmm = ["--model", str(model), *base, "--sampler", "gmm", "--out", str(tmp_path / "g")]
+    assert predict_main(gmm) == 0
+    normal = ["--model", str(model), *base, "--sampler", "normal", "--out", str(tmp_path / "n")]
+    assert predict_main(normal) == 0
+    default, mixture, noise = (
+        read_image(str(tmp_path / name / "samples.png")) for name in ("d", "g", "n")
+    )
+    assert torch.equal(default, mixture) and not torch.equal(default, noise)
+    gone = edited_copy(model, tmp_path / "gone.ckpt", source=str(tmp_path / "deleted_folder"))
+    assert predict_main(["--model", str(gone), *base, "--out", str(tmp_path / "b")]) == 0
+    assert "of cats_sample.tar (the bundled sample)" in capsys.readouterr().out
+
+
+def test_split_warning_names_the_images_of_the_models_own_split(
+    real_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The warning that the scored split is not the model's own says which ``--images`` to
+    pass when the data the lineage names exists here, and nothing more when it does not
+    (issue 22, item 9)."""
+    model = edited_copy(SHIPPED_MODEL, tmp_path / "model.ckpt", source=str(real_folder))
+    args = ["--model", str(model), "--images", "bundled", "--n", "2", "--num-recon", "2"]
+    assert predict_main([*args, "--out", str(tmp_path / "a"), "--no-wandb"]) == 0
+    (warning,) = capsys.readouterr().err.strip().splitlines()
+    assert warning.startswith("predict_model: warning: cats_sample.tar")
+    assert warning.endswith(
+        f"; for the model's own test split pass --images {real_folder} "
+        "(the data its lineage names)"
+    )
+    edited_copy(SHIPPED_MODEL, model, source=str(tmp_path / "deleted_folder"))
+    assert predict_main([*args, "--out", str(tmp_path / "b"), "--no-wandb"]) == 0
+    (warning,) = capsys.readouterr().err.strip().splitlines()
+    assert "not the one the model trained on" in warning and "--images" not in warning
+
+
+def png_pixels(raw: bytes) -> torch.Tensor:
+    """uint8 (3, H, W) pixels of PNG bytes."""
+    array = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def test_same_seed_same_picture_from_cli_library_and_api(tmp_path: Path) -> None:
+    """One seed, one picture, whichever front end draws it: the predict command's single PNGs
+    and grid, the library call ``sample_images`` and ``POST /generate`` of a real server
+    (``python -m vae_cats.serving``, torch backend), each with its default sampler (the
+    shipped model's stored mixture) and with ``normal``."""
+    n, seed = 8, 123456
+    library = load_model()
+    with running_server(SHIPPED_MODEL, "torch") as (url, _):
+        for sampler in ("default", "normal"):
+            out = tmp_path / sampler
+            cli = ["--n", str(n), "--seed", str(seed), "--sampler", sampler, "--out", str(out)]
+            assert predict_main([*cli, "--no-wandb"]) == 0
+            singles = torch.stack(
+                [read_image(str(out / "samples" / f"sample_{i:03d}.png")) for i in range(n)]
+            )
+            drawn = to_uint8(sample_images(library, n, seed=seed, sampler=sampler))
+            assert torch.equal(drawn, singles), sampler
+            body: dict[str, Any] = {"n": n, "seed": seed, "format": "png"}
+            if sampler != "default":
+                body["sampler"] = sampler
+            response = httpx.post(f"{url}/generate", json=body, timeout=120)
+            assert response.status_code == 200, response.text
+            assert torch.equal(png_pixels(response.content), read_image(str(out / "samples.png")))
 
 
 def test_pngs_are_readable_by_others_under_umask_022(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ training entry point ``train_model.py`` import ``vae_cats.training``.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import pkgutil
 import subprocess
@@ -28,6 +29,10 @@ FORBIDDEN = (*TRAINING_STACK, "torchdata", "vae_cats.training")
 REQUIRED = [
     "vae_cats.predict_model",
     "vae_cats.package_model",
+    "vae_cats.predict",
+    "vae_cats.packager",
+    "vae_cats.faces",
+    "vae_cats.cli",
     "vae_cats.generate",
     "vae_cats.checkpoint",
     "vae_cats.images",
@@ -169,6 +174,64 @@ def test_core_imports_no_entry_point_serving_or_training() -> None:
     assert offenders == []
 
 
+# Command-line modules: argument parsing, one library call, printing, the exit code. Nothing
+# imports from them (docs/architecture.md), except an entry point handing its argv to another
+# one's ``main`` (the predict image's ``serving/image.py``).
+CLI_MODULES = (
+    "vae_cats.train_model",
+    "vae_cats.predict_model",
+    "vae_cats.package_model",
+    "vae_cats.serving.__main__",
+    "vae_cats.serving.image",
+)
+SCANNED_DIRS = ("vae_cats", "benchmarks", "scripts")
+
+
+def _cli_import_lines(source: str, module: str) -> list[int]:
+    """Lines of the imports in ``source`` (the text of ``module``) that take anything from a
+    CLI module, except a CLI module taking another one's ``main``."""
+    package = module.rpartition(".")[0]
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
+        hands_over = (
+            isinstance(node, ast.ImportFrom)
+            and module in CLI_MODULES
+            and node.module in CLI_MODULES
+            and [alias.name for alias in node.names] == ["main"]
+        )
+        if not hands_over and _import_lines(ast.unparse(node), package, CLI_MODULES):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_nothing_imports_from_a_command_line_module() -> None:
+    """Library code lives in library modules: a front end (API, page, notebook, benchmark)
+    never needs a CLI module, and a CLI module is parsing, one call and printing."""
+    offenders = [
+        f"{path.relative_to(PROJECT_DIR)}:{line}"
+        for folder in SCANNED_DIRS
+        for path in sorted((PROJECT_DIR / folder).rglob("*.py"))
+        for line in _cli_import_lines(path.read_text(), _module_name(path))
+    ]
+    assert offenders == []
+
+
+def test_cli_import_scan_finds_library_use_of_a_cli() -> None:
+    """The scan itself works: a helper taken from a CLI module is found, in a library module
+    and in another CLI module; a CLI module handing its argv to another one's ``main`` is not."""
+    text = (
+        "from vae_cats.predict_model import InputError\n"
+        "import vae_cats.package_model\n"
+        "from vae_cats import train_model\n"
+        "from .. import package_model\n"
+        "from vae_cats.predict_model import main\n"
+    )
+    assert _cli_import_lines(text, "vae_cats.serving.service") == [1, 2, 3, 4, 5]
+    assert _cli_import_lines(text, "vae_cats.serving.image") == [1, 2, 3, 4]
+
+
 def test_import_scan_finds_absolute_and_relative_imports() -> None:
     """The scan itself works: on a file that imports the training layer, and on relative
     imports (``from ..training import x`` inside ``vae_cats/serving/``)."""
@@ -177,6 +240,18 @@ def test_import_scan_finds_absolute_and_relative_imports() -> None:
     assert _import_lines("from ..training import train\n", "vae_cats.serving", training) == [1]
     assert _import_lines("from . import train\n", "vae_cats.training", training) == [1]
     assert _import_lines("from .. import model\n", "vae_cats.serving", training) == []
+
+
+def test_no_top_level_module_hides_an_installed_one() -> None:
+    """``python vae_cats/<script>.py`` puts ``vae_cats/`` first on ``sys.path``: a module there
+    named like an installed one (``packaging.py``) replaces it for Hydra and every other
+    library, and training died with "'packaging' is not a package"."""
+    hiding = [
+        path.name
+        for path in sorted(PACKAGE_DIR.glob("*.py"))
+        if path.stem != "__init__" and importlib.util.find_spec(path.stem) is not None
+    ]
+    assert hiding == []
 
 
 def test_architecture_page_names_every_module() -> None:
