@@ -18,6 +18,7 @@ from torchvision.io import read_image
 
 from tests.helpers import bundled_members, run_predict, wandb_history
 from vae_cats.checkpoint import SHIPPED_MODEL, read_checkpoint
+from vae_cats.data.ingest import ingest
 from vae_cats.images import to_uint8
 from vae_cats.predict import load_model, sample_images
 from vae_cats.predict_model import main as predict_main
@@ -146,6 +147,28 @@ def test_shipped_model_is_small_and_carries_its_sampler_and_lineage() -> None:
         ("model_is_a_folder", "is a folder"),
     ],
 )
+def few_faces(tmp_path: Path) -> Path:
+    """A folder of 8 real faces that split 6 train, 1 val, 1 test: picked by their splits in
+    an ingest of 40, which they keep in a folder of their own (a photo's split is a hash of
+    its pixels, whatever else the source holds)."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    members = dict(bundled_members(40))
+    for name, raw in members.items():
+        (pool / name).write_bytes(raw)
+    manifest = ingest(pool, tmp_path / "pool_processed")
+    by_split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for record in manifest["images"]:
+        by_split[record["split"]].append(record["name"])
+    chosen = by_split["train"][:6] + by_split["val"][:1] + by_split["test"][:1]
+    assert len(chosen) == 8
+    few = tmp_path / "few"
+    few.mkdir()
+    for name in chosen:
+        (few / name).write_bytes(members[name])
+    return few
+
+
 def test_bad_input_is_one_line_and_exit_2(
     case: str,
     named: str,
@@ -155,10 +178,7 @@ def test_bad_input_is_one_line_and_exit_2(
 ) -> None:
     """In-process (the same ``main`` as the console script): every bad input is one line
     naming it on stderr and exit code 2, with nothing written."""
-    few = tmp_path / "few"  # 8 real faces: 6 train, 1 val, 1 test after the split
-    few.mkdir()
-    for name, raw in bundled_members(8):
-        (few / name).write_bytes(raw)
+    few = few_faces(tmp_path)  # 8 real faces: 6 train, 1 val, 1 test after the split
     (tmp_path / "notes.txt").write_text("not images\n")
     (tmp_path / "a_file").write_text("")
     out = tmp_path / "out"
