@@ -28,31 +28,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 # Run as `python benchmarks/<script>.py`: the project root on the path for `benchmarks.*`.
-sys.path.insert(0, str(PROJECT_DIR))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import common  # noqa: E402
 from benchmarks.variants import parse_variant  # noqa: E402
 
 DEFAULT_VARIANTS = ["eager=lit_module.compile_loss=false", "compiled=lit_module.compile_loss=true"]
 
 
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def measure(experiment: str, overrides: list[str], warmup: int, steps: int) -> dict[str, Any]:
     """Train ``warmup + steps`` steps in this process; seconds of the warm-up and per step."""
     import pytorch_lightning as pl
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from vae_cats.training.lineage import register_resolvers
-    from vae_cats.training.train import fit_only_trainer
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(PROJECT_DIR / "conf"), version_base="1.3"):
-        cfg = compose("train_model", overrides=[f"experiments={experiment}", *overrides])
-    pl.seed_everything(cfg.seed, verbose=False)
+    cfg = common.experiment_config(experiment, overrides)
     stamps: list[float] = []
 
     class Stamp(pl.Callback):
@@ -60,7 +49,7 @@ def measure(experiment: str, overrides: list[str], warmup: int, steps: int) -> d
             stamps.append(time.perf_counter())
 
     module = instantiate(cfg.lit_module, net=instantiate(cfg.model))
-    trainer = fit_only_trainer(
+    trainer = common.bare_trainer(
         cfg.trainer,
         default_root_dir=tempfile.mkdtemp(prefix="bench-train-step-"),
         max_steps=warmup + steps,
@@ -79,10 +68,7 @@ def measure(experiment: str, overrides: list[str], warmup: int, steps: int) -> d
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", default="exp1")
-    parser.add_argument("--steps", type=int, default=40, help="timed training steps")
-    parser.add_argument("--warmup", type=int, default=10, help="steps run first, not timed")
+    parser = common.steps_parser(__doc__.splitlines()[0], steps=40, warmup=10, what="timed")
     parser.add_argument("--repeats", type=int, default=2, help="runs per variant, best kept")
     parser.add_argument(
         "--variant",
@@ -90,7 +76,6 @@ def main(argv: list[str] | None = None) -> None:
         help="NAME=KEY=VALUE[,KEY=VALUE...]; default: eager and compiled SSIM loss",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every variant")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 1 or args.repeats < 1:
         parser.error("--steps, --warmup and --repeats must be >= 1")
@@ -102,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     variants = [parse_variant(v) for v in args.variant or DEFAULT_VARIANTS]
     best: dict[str, dict[str, Any]] = {}
-    load_before = load_average()
+    load_before = common.load_average()
     for _ in range(args.repeats):
         for name, extra in variants:
             child = subprocess.run(
@@ -117,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                 ],
                 capture_output=True,
                 text=True,
-                cwd=PROJECT_DIR,
+                cwd=common.PROJECT_DIR,
                 check=True,
             )
             result = json.loads(child.stdout.strip().splitlines()[-1])
@@ -138,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     from vae_cats.hardware import describe_hardware
 
-    print(f"load average before {load_before}, after {load_average()}")
+    print(f"load average (1, 5, 15 min) before {load_before}; after {common.load_average()}")
     print(
         f"{args.experiment}, {args.steps} timed steps after {args.warmup}, {os.cpu_count()} CPUs, "
         f"{describe_hardware()}"

@@ -29,9 +29,8 @@ operator under it) is the Python in that range, listed as ``[python] <range>``.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import os
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -41,14 +40,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from pytorch_lightning.profilers import Profiler
 from torch.autograd import profiler as autograd_profiler
 
-from vae_cats.fileio import PROJECT_DIR, atomic_write_bytes
-from vae_cats.training.lineage import register_resolvers
-from vae_cats.training.train import fit_only_trainer
+# Run as `python benchmarks/<script>.py`: the project root on the path for `benchmarks.*`.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import common  # noqa: E402
+from vae_cats.fileio import atomic_write_bytes  # noqa: E402
 
 FORWARD_RANGE = "[net] forward"
 LOSS_RANGE = "[net] loss_function"
@@ -215,17 +214,14 @@ def build(
     root_dir: Path,
 ) -> tuple[pl.Trainer, pl.LightningModule, pl.LightningDataModule, int]:
     """The experiment's trainer (training only, ``total_steps`` steps), module and data."""
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(PROJECT_DIR / "conf"), version_base="1.3"):
-        cfg = compose("train_model", overrides=[f"experiments={experiment}", *overrides])
-    pl.seed_everything(cfg.seed, verbose=False)
+    cfg = common.experiment_config(experiment, overrides)
     net = instantiate(cfg.model)
     # Instance attributes shadow the methods: the module's calls go through the ranges.
     net.forward = traced(net.forward, FORWARD_RANGE)
     net.loss_function = traced(net.loss_function, LOSS_RANGE)
     module = instantiate(cfg.lit_module, net=net)
     datamodule = instantiate(cfg.data)
-    trainer = fit_only_trainer(
+    trainer = common.bare_trainer(
         cfg.trainer,
         default_root_dir=str(root_dir),
         max_steps=total_steps,
@@ -237,23 +233,15 @@ def build(
     return trainer, module, datamodule, int(cfg.data.batch_size)
 
 
-def load_averages() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", default="exp1")
-    parser.add_argument("--steps", type=int, default=20, help="profiled training steps")
-    parser.add_argument("--warmup", type=int, default=5, help="steps run before, not profiled")
+    parser = common.steps_parser(__doc__.splitlines()[0], steps=20, warmup=5, what="profiled")
     parser.add_argument("--top", type=int, default=25, help="operators listed")
     parser.add_argument("--out", type=Path, default=None, help="default outputs/profile/<exp>")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, KEY=VALUE")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
-    out = args.out or PROJECT_DIR / "outputs" / "profile" / args.experiment
-    load_before = load_averages()
+    out = args.out or common.PROJECT_DIR / "outputs" / "profile" / args.experiment
+    load_before = common.load_average()
     result: dict[str, Any] = {}
 
     def on_trace_ready(prof: torch.profiler.profile) -> None:
@@ -278,8 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     header = (
         f"experiment {args.experiment} {' '.join(args.overrides)}".rstrip()
         + f"; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"precision {trainer.precision}; load averages before {load_before}, "
-        f"after {load_averages()}; fit {elapsed:.0f} s"
+        f"precision {trainer.precision}; load average (1, 5, 15 min) before {load_before}; "
+        f"after {common.load_average()}; fit {elapsed:.0f} s"
     )
     text = header + "\n\n" + tables(result["summary"], batch_size, args.top)
     atomic_write_bytes(out / "profile.md", (text + "\n").encode())

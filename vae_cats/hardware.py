@@ -10,6 +10,7 @@ pytorch/pytorch#86270, #118499 and the CPU note of the AMP docs). A recipe there
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import torch
@@ -52,6 +53,13 @@ def describe_hardware() -> str:
     if torch.cuda.is_available():
         return f"{describe_cpu()}; GPU {torch.cuda.get_device_name(0)}"
     return describe_cpu()
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages, e.g. ``0.52, 1.61, 1.70``: the one format of
+    the end-of-run line of training and of the benchmarks' reports (a figure taken while the
+    load exceeds the run's own threads was measured on a busy machine)."""
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def _on_gpu(accelerator: str) -> bool:

@@ -23,6 +23,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Timer
 
+from vae_cats.hardware import load_average
+
 log = logging.getLogger(__name__)
 
 
@@ -251,7 +253,7 @@ class StepBudget(pl.Callback):
         rate = steps / seconds if seconds > 0 else 0.0
         batch_size = getattr(trainer.datamodule, "batch_size", None)  # type: ignore[attr-defined]
         images = f", {rate * batch_size:.0f} images/s" if batch_size else ""
-        load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        load = load_average()
         log.info(
             "trained %d steps in %.0f s: %.2f steps/s%s (validation included); "
             "load average (1, 5, 15 min): %s on %d CPUs",
