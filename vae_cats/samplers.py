@@ -5,6 +5,8 @@ the VAE prior N(0, I). ``GaussianMixtureSampler`` draws from a Gaussian mixture 
 the posterior means of training images (the "ex-post density estimation" of Ghosh et al.
 2020, "From Variational to Deterministic Autoencoders"), which follows the aggregate
 posterior where the prior leaves holes, so low-KL models still give clean samples.
+``PCAMixtureSampler`` fits such a mixture, with more components, in the leading principal
+subspace of those means, and puts the rest of their variance back as isotropic noise.
 """
 
 from __future__ import annotations
@@ -159,3 +161,114 @@ def unpack_covariances(stored: Tensor) -> Tensor:
     full[:, rows, cols] = stored
     full[:, cols, rows] = stored
     return full
+
+
+class PCAMixtureSampler:
+    """Codes from a Gaussian mixture fitted in the top principal subspace of the means.
+
+    A full-covariance mixture in all ``latent_dim`` dimensions has ``latent_dim^2 / 2``
+    parameters a component (131,000 for 512), too many for more than a few components on a
+    few thousand training codes. Here the means are projected onto their ``pca_dim`` leading
+    principal directions, a ``GaussianMixtureSampler`` with ``n_components`` is fitted there,
+    and the variance left outside the subspace is put back as isotropic noise, as probabilistic
+    PCA does (Tipping & Bishop 1999, "Probabilistic Principal Component Analysis", eq. 8:
+    sigma^2 = mean of the discarded eigenvalues). A code is ``mean + y @ components + r``,
+    y drawn from the mixture, r ~ N(0, sigma^2 I) projected onto the orthogonal complement.
+
+    Args:
+        n_components: Mixture components, >= 1.
+        pca_dim: Dimensions of the principal subspace, >= 1.
+        seed: Seed of the EM initialisation.
+
+    Raises:
+        ValueError: If n_components < 1 or pca_dim < 1.
+    """
+
+    def __init__(self, n_components: int = 30, pca_dim: int = 64, seed: int = 0) -> None:
+        if pca_dim < 1:
+            raise ValueError(f"pca_dim must be >= 1, got {pca_dim}")
+        self.pca_dim = pca_dim
+        self.mixture = GaussianMixtureSampler(n_components, seed=seed)
+        self.mean: Tensor | None = None
+        self.components: Tensor | None = None
+        self.residual_std = 0.0
+
+    @property
+    def fitted(self) -> bool:
+        return self.mixture.fitted
+
+    def fit(self, mu: Tensor) -> PCAMixtureSampler:
+        """Fit to posterior means ``mu``, shape (N, latent_dim).
+
+        Raises:
+            ValueError: If pca_dim > min(N, latent_dim), or N < n_components.
+        """
+        if self.pca_dim > min(mu.shape):
+            raise ValueError(
+                f"pca_dim {self.pca_dim} needs at least as many latent means and latent "
+                f"dimensions, got means of shape {tuple(mu.shape)}"
+            )
+        mu = mu.detach().cpu().double()
+        mean = mu.mean(dim=0)
+        _, singular, vh = torch.linalg.svd(mu - mean, full_matrices=False)
+        variances = singular**2 / max(len(mu) - 1, 1)
+        components = vh[: self.pca_dim]
+        self.mixture.fit((mu - mean) @ components.T)
+        # The discarded directions' mean variance, spread over all latent_dim - pca_dim of
+        # them (N may be smaller than latent_dim: the missing eigenvalues are zero).
+        left = mu.shape[1] - self.pca_dim
+        self.residual_std = (
+            math.sqrt(float(variances[self.pca_dim :].sum()) / left) if left else 0.0
+        )
+        self.mean, self.components = mean, components
+        return self
+
+    def sample(self, num_samples: int, seed: int = 0) -> Tensor:
+        """Return (num_samples, latent_dim) float32 codes, reproducible from ``seed``.
+
+        Raises:
+            RuntimeError: If called before ``fit`` or ``from_state_dict``.
+            ValueError: If num_samples < 1.
+        """
+        if self.mean is None or self.components is None:
+            raise RuntimeError("PCAMixtureSampler.sample called before fit")
+        y = self.mixture.sample(num_samples, seed=seed).double()
+        noise = torch.randn(
+            num_samples,
+            len(self.mean),
+            generator=torch.Generator().manual_seed(seed),
+            dtype=torch.float64,
+        )
+        # Only the part of the noise outside the subspace: the mixture already models the rest.
+        noise -= (noise @ self.components.T) @ self.components
+        return (self.mean + y @ self.components + self.residual_std * noise).float()
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Fitted parameters as float64 tensors, storable in a weights-only checkpoint:
+        ``mean`` (D,), ``components`` (pca_dim, D), ``residual_std`` (scalar) and the
+        subspace mixture's ``GaussianMixtureSampler.state_dict`` under ``mixture.<key>``.
+
+        Raises:
+            RuntimeError: If called before ``fit``.
+        """
+        if self.mean is None or self.components is None:
+            raise RuntimeError("PCAMixtureSampler.state_dict called before fit")
+        return {
+            "mean": self.mean,
+            "components": self.components,
+            "residual_std": torch.tensor(self.residual_std, dtype=torch.float64),
+            **{f"mixture.{k}": v for k, v in self.mixture.state_dict().items()},
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Tensor]) -> PCAMixtureSampler:
+        """Rebuild a fitted sampler from ``state_dict()`` output."""
+        mixture_state = {
+            k.removeprefix("mixture."): v for k, v in state.items() if k.startswith("mixture.")
+        }
+        sampler = cls(n_components=len(mixture_state["weights"]), pca_dim=len(state["components"]))
+        sampler.mixture = GaussianMixtureSampler.from_state_dict(mixture_state)
+        sampler.mean = state["mean"].double()
+        sampler.components = state["components"].double()
+        sampler.residual_std = float(state["residual_std"])
+        return sampler

@@ -4,6 +4,7 @@ import torch
 from vae_cats.samplers import (
     GaussianMixtureSampler,
     NormalSampler,
+    PCAMixtureSampler,
     pack_covariances,
     unpack_covariances,
 )
@@ -78,3 +79,61 @@ def test_a_mixture_packaged_with_full_covariances_still_loads() -> None:
 def test_a_packed_length_that_is_no_triangle_is_refused() -> None:
     with pytest.raises(ValueError, match="7 packed covariance entries"):
         unpack_covariances(torch.zeros(1, 7))
+
+
+def _clusters_in_a_plane(count: int = 400, dim: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(count, dim) codes in two tight clusters inside a random 2-D plane of R^dim, with a
+    little isotropic noise (std 0.05) off it; and the two cluster centres, (2, dim)."""
+    gen = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(dim, 2, generator=gen)).Q.T  # (2, dim), orthonormal
+    centres = torch.tensor([[6.0, 0.0], [-6.0, 0.0]]) @ basis
+    half = count // 2
+    mu = torch.cat([c + 0.3 * torch.randn(half, 2, generator=gen) @ basis for c in centres])
+    return mu + 0.05 * torch.randn(count, dim, generator=gen), centres
+
+
+def test_pca_mixture_sampler_follows_clusters_in_a_subspace() -> None:
+    mu, centres = _clusters_in_a_plane()
+    sampler = PCAMixtureSampler(n_components=2, pca_dim=2).fit(mu)
+    z = sampler.sample(400, seed=1)
+    assert z.shape == (400, 32) and z.dtype == torch.float32
+    nearest = torch.cdist(z, centres).min(dim=1)
+    assert nearest.values.max() < 2.5
+    assert ((nearest.indices == 0).float().mean() - 0.5).abs() < 0.1
+    # The 30 discarded directions keep their variance as noise: 0.05^2 each, not 0.
+    assert sampler.residual_std == pytest.approx(0.05, rel=0.15)
+    state = sampler.state_dict()
+    centred = z.double() - state["mean"]
+    off_plane = centred - centred @ state["components"].T @ state["components"]
+    assert off_plane.pow(2).sum(dim=1).mean() == pytest.approx(30 * 0.05**2, rel=0.2)
+
+
+def test_pca_mixture_sampler_seeds_and_state_dict_round_trip() -> None:
+    mu, _ = _clusters_in_a_plane()
+    sampler = PCAMixtureSampler(n_components=3, pca_dim=4).fit(mu)
+    assert torch.equal(sampler.sample(8, seed=2), sampler.sample(8, seed=2))
+    assert not torch.equal(sampler.sample(8, seed=2), sampler.sample(8, seed=3))
+    state = sampler.state_dict()
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    assert state["components"].shape == (4, 32) and state["mixture.means"].shape == (3, 4)
+    rebuilt = PCAMixtureSampler.from_state_dict(state)
+    assert rebuilt.pca_dim == 4 and rebuilt.fitted
+    assert torch.equal(sampler.sample(16, seed=4), rebuilt.sample(16, seed=4))
+
+
+def test_pca_mixture_sampler_before_fit_raises() -> None:
+    with pytest.raises(RuntimeError, match="PCAMixtureSampler.sample called before fit"):
+        PCAMixtureSampler().sample(4)
+    with pytest.raises(RuntimeError, match="state_dict called before fit"):
+        PCAMixtureSampler().state_dict()
+
+
+def test_pca_mixture_sampler_refuses_bad_sizes() -> None:
+    with pytest.raises(ValueError, match="pca_dim must be >= 1, got 0"):
+        PCAMixtureSampler(pca_dim=0)
+    with pytest.raises(ValueError, match="n_components"):
+        PCAMixtureSampler(n_components=0)
+    with pytest.raises(ValueError, match=r"pca_dim 8 .* shape \(20, 6\)"):
+        PCAMixtureSampler(n_components=2, pca_dim=8).fit(torch.randn(20, 6))
+    with pytest.raises(ValueError, match="5-component mixture needs at least 5 latent means"):
+        PCAMixtureSampler(n_components=5, pca_dim=2).fit(torch.randn(4, 6))
