@@ -25,7 +25,18 @@ Figures (definitions from issue 5):
   emulated, about 9x slower, on a CPU without native bf16);
 - flop ratio: model FLOP/s over those steps (torch.utils.flop_counter) divided by the FLOP/s
   of a 2048x2048 matrix multiply in the same precision on the same threads;
-- predict ms: decoding 64 images from noise, warm, eager, median of 10.
+- predict ms: decoding 64 images from noise, warm, eager, median of 10;
+- c2st_recon: classifier two-sample test (``vae_cats.two_sample``, Lopez-Paz & Oquab 2017)
+  of test faces against their reconstructions: held-out accuracy of a small CNN trained on
+  half of each set, 0.5 when the sets cannot be told apart, 1.0 when they always can. It
+  measures the decoder's blur, which no sampler can fix;
+- c2st_normal, c2st_gmm: the same test of those reconstructions against as many decoded
+  samples of that sampler: both sides pass the decoder, so it isolates the latent prior
+  (lower is better, 0.5 the floor).
+The two-sample tests use the first ``--two-sample-faces`` test faces (all of them when the
+split holds fewer), seed 0, 15 epochs; ``benchmark.json`` also holds each accuracy's Wilson
+95 % interval (``<column>_ci``). With a few hundred faces a side the interval is about
++-0.05 wide, so differences below that are noise.
 """
 
 from __future__ import annotations
@@ -63,10 +74,14 @@ from vae_cats.losses import kl_divergence, ssim
 from vae_cats.model import BaseVAE
 from vae_cats.samplers import GaussianMixtureSampler, NormalSampler
 from vae_cats.training.lit_module import VAELitModule
+from vae_cats.two_sample import MIN_PER_SIDE, two_sample_test
 
 NUM_SAMPLES = 256
 NEAREST = 32
 SPEED_STEPS = 30
+# Faces a side of each two-sample test: a few seconds a test on 2 cores; pass the whole test
+# split (--two-sample-faces 10000) for the narrowest interval.
+TWO_SAMPLE_FACES = 256
 REPORTS_DIR = PROJECT_DIR / "reports"
 
 
@@ -162,6 +177,29 @@ def speed_figures(
     }
 
 
+def two_sample_figures(
+    net: BaseVAE, test: Tensor, samplers: dict[str, NormalSampler | GaussianMixtureSampler]
+) -> dict[str, Any]:
+    """``c2st_recon`` (test faces against their reconstructions) and ``c2st_<sampler>``
+    (reconstructions against as many samples), each with ``<key>_ci``, its Wilson 95 %
+    interval; ``None`` each when ``test`` (float (N, 3, 64, 64) in [0, 1]) is too small."""
+    keys = ["recon", *samplers]
+    if len(test) < MIN_PER_SIDE:
+        return {f"c2st_{key}{tail}": None for key in keys for tail in ("", "_ci")}
+    with torch.no_grad():
+        recon = batched(net.reconstruct, test).float()
+        pairs = {"recon": (test, recon)} | {
+            name: (recon, batched(net.decode, sampler.sample(len(test), seed=0)).float())
+            for name, sampler in samplers.items()
+        }
+    figures: dict[str, Any] = {}
+    for key in keys:
+        result = two_sample_test(*pairs[key], seed=0)
+        figures[f"c2st_{key}"] = result.accuracy
+        figures[f"c2st_{key}_ci"] = [result.low, result.high]
+    return figures
+
+
 @torch.no_grad()
 def predict_latency_ms(net: BaseVAE) -> float:
     z = torch.randn(64, net.latent_dim)
@@ -175,7 +213,12 @@ def predict_latency_ms(net: BaseVAE) -> float:
 
 
 def bench_run(
-    name: str, path: Path, checkpoint: dict[str, Any], datamodule: CatFacesDataModule, out: Path
+    name: str,
+    path: Path,
+    checkpoint: dict[str, Any],
+    datamodule: CatFacesDataModule,
+    out: Path,
+    two_sample_faces: int,
 ) -> dict[str, Any]:
     net = vae_from_checkpoint(checkpoint, path)
     test = to_float(datamodule.splits["test"])
@@ -198,6 +241,7 @@ def bench_run(
         save_png(make_grid(samples[:64]), out / sample_grid_name(name, sampler_name))
         for key, value in sample_figures(samples, test).items():
             row[f"{key}_{sampler_name}"] = value
+    row.update(two_sample_figures(net, test[:two_sample_faces], samplers))
     row["predict_ms"] = predict_latency_ms(net)
     if "config" in lineage:
         row.update(speed_figures(lineage["config"], datamodule, out))
@@ -221,6 +265,9 @@ COLUMNS = [
     ("realism_gmm", "{:.3f}"),
     ("diversity_gmm", "{:.3f}"),
     ("sharpness_gmm", "{:.3f}"),
+    ("c2st_recon", "{:.3f}"),
+    ("c2st_normal", "{:.3f}"),
+    ("c2st_gmm", "{:.3f}"),
     ("img_per_s", "{:.0f}"),
     ("data_wait", "{:.1%}"),
     ("flop_ratio", "{:.1%}"),
@@ -262,6 +309,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--source", default=str(SHARED_CATS64), help="data the test split comes from"
+    )
+    parser.add_argument(
+        "--two-sample-faces",
+        type=int,
+        default=TWO_SAMPLE_FACES,
+        help=f"test faces a side in each two-sample test, >= {MIN_PER_SIDE} (the whole test "
+        "split when it holds fewer)",
     )
     return parser.parse_args(argv)
 
@@ -336,6 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     """Returns 0, or 2 after one error line naming a bad input."""
     args = parse_args(argv)
     try:
+        if args.two_sample_faces < MIN_PER_SIDE:
+            raise BenchInputError(
+                f"--two-sample-faces {args.two_sample_faces}: a two-sample test needs at "
+                f"least {MIN_PER_SIDE} faces a side"
+            )
         check_outputs(args)
         runs = read_runs(args.run)
         datamodule = CatFacesDataModule(source=args.source, seed=42)
@@ -348,17 +407,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     datamodule.setup()
     pl.seed_everything(0, verbose=False)
+    test_size = len(datamodule.splits["test"])
     print(
-        f"test split: {len(datamodule.splits['test'])} distinct images of "
+        f"test split: {test_size} distinct images of "
         f"{datamodule.source.name}; {torch.get_num_threads()} threads; {describe_hardware()}; "
-        f"training speed in {resolve_precision(AUTO, 'cpu').value}"
+        f"training speed in {resolve_precision(AUTO, 'cpu').value}; two-sample tests on "
+        f"{min(args.two_sample_faces, test_size)} faces a side"
     )
     for line in split_warnings(runs, datamodule.manifest["data_hash"]):
         print(line, file=sys.stderr)
     print("\n".join(markdown_header()), flush=True)
     rows = []
     for name, path, checkpoint in runs:
-        rows.append(bench_run(name, path, checkpoint, datamodule, args.out))
+        rows.append(bench_run(name, path, checkpoint, datamodule, args.out, args.two_sample_faces))
         print(markdown_row(rows[-1]), flush=True)
     write_results(rows, args)
     return 0

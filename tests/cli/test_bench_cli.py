@@ -43,6 +43,7 @@ def reports_state() -> dict[str, str]:
         ("no_name", "give NAME=PATH"),
         ("same_name_twice", "given twice"),
         ("unwritable_out", "--out /proc/nope: cannot write"),
+        ("too_few_two_sample_faces", "--two-sample-faces 7: a two-sample test needs at least 8"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(case: str, named: str, tmp_path: Path) -> None:
@@ -52,6 +53,7 @@ def test_bad_input_is_one_line_and_exit_2(case: str, named: str, tmp_path: Path)
         "no_name": ["--run", str(SHIPPED_MODEL)],
         "same_name_twice": ["--run", shipped, "--run", shipped],
         "unwritable_out": ["--run", shipped, "--out", "/proc/nope"],
+        "too_few_two_sample_faces": ["--run", shipped, "--two-sample-faces", "7"],
     }[case]
     result = run_bench(*args, cwd=tmp_path, timeout=300)
     lines = result.stderr.strip().splitlines()
@@ -72,12 +74,23 @@ def test_help_shows_no_default_for_the_required_run(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_prints_one_table_and_keeps_reports_untouched(tmp_path: Path) -> None:
     """The shipped model on the bundled sample's test split (not its own: a warning), run
-    from another folder with the default --out: outputs/bench/ there, reports/ unchanged."""
+    from another folder with the default --out: outputs/bench/ there, reports/ unchanged;
+    the two-sample columns hold accuracies inside their intervals."""
     before = reports_state()
-    result = run_bench("--run", f"shipped={SHIPPED_MODEL}", "--source", "bundled", cwd=tmp_path)
+    result = run_bench(
+        "--run",
+        f"shipped={SHIPPED_MODEL}",
+        "--source",
+        "bundled",
+        "--two-sample-faces",
+        "32",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     table = [line for line in result.stdout.splitlines() if line.startswith("|")]
     assert table[0].startswith("| run | ssim |") and table[1].startswith("|---|")
+    assert "| c2st_recon | c2st_normal | c2st_gmm |" in table[0]
+    assert "two-sample tests on 32 faces a side" in result.stdout
     assert len(table) == 3 and table[2].startswith("| shipped |")
     assert sum(line.startswith("| run |") for line in table) == 1
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
@@ -86,5 +99,8 @@ def test_bench_prints_one_table_and_keeps_reports_untouched(tmp_path: Path) -> N
     out = tmp_path / "outputs" / "bench"
     (row,) = json.loads((out / "benchmark.json").read_text())
     assert row["run"] == "shipped" and row["same_split"] is False and 0 < row["ssim"] < 1
+    for key in ("c2st_recon", "c2st_normal", "c2st_gmm"):
+        low, high = row[f"{key}_ci"]
+        assert 0 <= low <= row[key] <= high <= 1
     assert (out / "samples_shipped_gmm.png").is_file()
     assert reports_state() == before
