@@ -134,19 +134,6 @@ def test_shipped_model_is_small_and_carries_its_sampler_and_lineage() -> None:
     assert checkpoint["test_faces"].shape == (32, 3, 64, 64)
 
 
-@pytest.mark.parametrize(
-    ("case", "named"),
-    [
-        ("images_missing", "no_such_folder"),
-        ("images_not_images", "notes.txt"),
-        ("images_too_few_to_interpolate", "few"),
-        ("images_too_few_for_the_mixture", "--sampler gmm"),
-        ("out_is_a_file", "--out"),
-        ("out_unwritable", "--out /proc/nope"),
-        ("out_under_a_file", "--out"),
-        ("model_is_a_folder", "is a folder"),
-    ],
-)
 def few_faces(tmp_path: Path) -> Path:
     """A folder of 8 real faces that split 6 train, 1 val, 1 test: picked by their splits in
     an ingest of 40, which they keep in a folder of their own (a photo's split is a hash of
@@ -169,6 +156,19 @@ def few_faces(tmp_path: Path) -> Path:
     return few
 
 
+@pytest.mark.parametrize(
+    ("case", "named"),
+    [
+        ("images_missing", "no_such_folder"),
+        ("images_not_images", "notes.txt"),
+        ("images_too_few_to_interpolate", "few"),
+        ("images_too_few_for_the_mixture", "--sampler gmm"),
+        ("out_is_a_file", "--out"),
+        ("out_unwritable", "--out /proc/nope"),
+        ("out_under_a_file", "--out"),
+        ("model_is_a_folder", "is a folder"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(
     case: str,
     named: str,
