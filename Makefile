@@ -102,8 +102,10 @@ bench-ingest: $(STAMP)  ## hardened ingest of cats64 against a sequential PIL lo
 
 SERVE_MODEL ?= vae_cats/assets/cats_vae.ckpt
 SERVE_BACKEND ?= onnx
-serve: $(STAMP)  ## HTTP API on 127.0.0.1:8000 (shipped model, ONNX Runtime): make serve [SERVE_MODEL=PATH SERVE_BACKEND=torch]
-	$(BIN)/python -m vae_cats.serving --model $(SERVE_MODEL) --backend $(SERVE_BACKEND) --host 127.0.0.1 --port 8000
+SERVE_HOST ?= 127.0.0.1
+SERVE_PORT ?= 8000
+serve: $(STAMP)  ## HTTP API on 127.0.0.1:8000 (shipped model, ONNX Runtime): make serve [SERVE_MODEL=PATH SERVE_BACKEND=torch SERVE_PORT=8001 SERVE_HOST=0.0.0.0]
+	$(BIN)/python -m vae_cats.serving --model $(SERVE_MODEL) --backend $(SERVE_BACKEND) --host $(SERVE_HOST) --port $(SERVE_PORT)
 
 bench-serve: $(STAMP)  ## load benchmark of the API (ONNX): closed and open loop, batching on and off, 8 x 15 s: prints a table
 	$(BIN)/python benchmarks/bench_serve.py --duration 15

@@ -27,6 +27,8 @@ COMMON = [
     "callbacks.model_checkpoint=null",
     "logger=csv",
     "test=false",
+    # A rerun into the same --out replaces the earlier run's checkpoints.
+    "overwrite=true",
 ]
 
 

@@ -60,6 +60,8 @@ def run_variant(experiment: str, minutes: float, folder: Path, overrides: list[s
         f"experiments={experiment}",
         f"trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}",
         "logger=csv",
+        # A variant that did not finish before starts over in its folder.
+        "overwrite=true",
         f"hydra.run.dir={folder}",
         *overrides,
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,8 +16,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from tests.helpers import FAST_TRAIN_OVERRIDES, PROJECT_DIR, run_predict, run_train
+from tests.helpers import (
+    FAST_TRAIN_OVERRIDES,
+    PROJECT_DIR,
+    TRAIN_SCRIPT,
+    run_predict,
+    run_train,
+)
 from vae_cats.checkpoint import CheckpointError, load_vae, read_checkpoint
 from vae_cats.predict_model import SHIPPED_MODEL
 from vae_cats.training.checkpoint_io import AtomicCheckpointIO
@@ -250,3 +258,138 @@ def test_pickle_payload_really_writes_when_loaded_unsafely(tmp_path: Path) -> No
     marker = tmp_path / "marker"
     pickle.loads(pickle.dumps(WritesMarker(marker))).close()
     assert marker.exists()
+
+
+# -- run length, interruption and noise (issue 22) ------------------------------------------
+
+SHORT_DEMO = [
+    "experiments=demo",
+    "data.source=bundled",
+    "logger=csv",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
+
+
+@pytest.mark.slow
+def test_an_explicit_max_steps_wins_over_the_experiments_max_time(tmp_path: Path) -> None:
+    """The demo's max_time stopped a run set for N steps wherever the time ran out, with the
+    schedule set for N never annealed."""
+    result = run_train(
+        tmp_path, *SHORT_DEMO, "trainer.max_steps=12", "trainer.max_time=00:00:00:01"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "trainer.max_steps=12 wins over trainer.max_time=00:00:00:01" in result.stdout
+    assert "step budget: 12 optimiser steps in all (trainer.max_steps)" in result.stdout
+    assert "global step: 12" in result.stdout
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 12
+
+
+@pytest.mark.slow
+def test_a_time_budget_is_measured_from_the_first_steps_and_warm_up_is_reported(
+    tmp_path: Path,
+) -> None:
+    """A run that ended before its first epoch end printed no step budget, never left its LR
+    warm-up and said nothing about it."""
+    result = run_train(
+        tmp_path,
+        *SHORT_DEMO,
+        "trainer.max_time=00:00:00:30",
+        "lit_module.scheduler.warmup_steps=1000",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = int(result.stdout.split("global step: ")[1].split()[0])
+    if steps >= 8:
+        # Steps 1-3 are not timed, the ends of steps 4-8 are: the total is fixed at step 8,
+        # before the first epoch end (13 steps of 64 bundled faces).
+        (budget,) = [line for line in result.stdout.splitlines() if "measured over" in line]
+        assert "steps/s measured over 5 steps at step 8:" in budget, budget
+    else:  # a machine so busy that 30 s held fewer steps: that is said too
+        assert f"trainer.max_time ran out at step {steps}, before the speed was measured" in (
+            result.stdout
+        )
+    if steps > 14:
+        assert "steps/s refined at step 14 with the first epoch end timed" in result.stdout
+    warning = f"the run ended inside the LR warm-up, at step {steps} of 1000"
+    assert warning in result.stdout
+    record = yaml.safe_load((tmp_path / "result.yaml").read_text())
+    assert record["status"] == "finished"
+    assert any(w.startswith(warning) for w in record["warnings"]), record
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_the_current_step_and_prints_the_command_that_resumes_it(
+    signum: signal.Signals, tmp_path: Path
+) -> None:
+    """Ctrl-C left last.ckpt steps behind, no result.yaml and no hint how to go on."""
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    command = [
+        sys.executable,
+        str(TRAIN_SCRIPT),
+        *SHORT_DEMO,
+        "trainer.max_steps=30",
+        "callbacks.last_checkpoint.every_n_train_steps=2",
+        f"data.processed_dir={tmp_path / 'processed'}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    with (tmp_path / "out.txt").open("w") as out, (tmp_path / "err.txt").open("w") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, cwd=PROJECT_DIR)
+        deadline = time.monotonic() + 300
+        # The first periodic last.ckpt (step 2) says training is under way.
+        while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signum)
+        returncode = process.wait(timeout=300)
+    stderr = (tmp_path / "err.txt").read_text()
+    assert returncode == 128 + signum, stderr[-3000:]
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if "interrupted by" in line]
+    assert signal.Signals(signum).name in line and str(last) in line
+    step = int(line.split("at global step ")[1].split()[0])
+    assert 2 <= step < 30
+    assert read_checkpoint(last)["global_step"] == step
+    assert yaml.safe_load((run_dir / "result.yaml").read_text())["status"] == "interrupted"
+    (resume,) = [
+        line.split("resume with: ", 1)[1]
+        for line in stderr.splitlines()
+        if "resume with: " in line
+    ]
+    args = shlex.split(resume)
+    assert args[:2] == ["python", str(TRAIN_SCRIPT)]
+    assert args[-2:] == ["resume=true", f"hydra.run.dir={run_dir}"]
+    if signum != signal.SIGINT:
+        return
+    # The same command without resume=true is refused: it would start over beside them.
+    fresh = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=PROJECT_DIR)
+    assert fresh.returncode == 2
+    assert "checkpoint_dir:" in one_error_line(fresh)
+    # The printed command goes on from that step to the end.
+    resumed = subprocess.run(
+        [sys.executable, *args[1:]], capture_output=True, text=True, timeout=600, cwd=PROJECT_DIR
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {last} (global step {step})" in resumed.stdout
+    assert "global step: 30" in resumed.stdout
+
+
+@pytest.mark.slow
+def test_a_demo_run_prints_none_of_the_libraries_known_noise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """W&B's anonymous-setting warning, Lightning's litlogger advert, torch's LeafSpec
+    deprecation and its "No CUDA runtime" line came with every run."""
+    monkeypatch.delenv("WANDB_SILENT", raising=False)  # as a user runs it: W&B speaks
+    overrides = [o for o in SHORT_DEMO if o != "logger=csv"]  # the default logger: W&B
+    result = run_train(tmp_path, *overrides, "trainer.max_steps=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    for noise in (
+        "anonymous setting has no effect",
+        "litlogger",
+        "LeafSpec",
+        "No CUDA runtime is found",
+    ):
+        assert noise not in output, noise
+    assert "wandb" in output  # W&B itself still reports its offline run

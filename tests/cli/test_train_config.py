@@ -63,6 +63,10 @@ def assert_no_work(tmp_path: Path) -> None:
         ("seed=4294967296", "seed"),
         ("optimized_metric=val/psrn", "optimized_metric"),
         ("optimized_metric=test/ssim", "optimized_metric"),  # a sweep never tunes on test
+        # Issue 22: trained nothing, then printed a test SSIM and exited 0.
+        ("trainer.max_epochs=0", "trainer.max_epochs"),
+        ("trainer.max_steps=0", "trainer.max_steps"),
+        ("trainer.limit_train_batches=0", "trainer.limit_train_batches"),
     ],
 )
 def test_unknown_or_misshapen_key_is_refused_naming_it(
@@ -133,3 +137,32 @@ def test_sweep_whose_direction_worsens_its_metric_is_refused_before_any_job(
 def test_unwritable_sweep_folder_is_refused(demo_args: list[str]) -> None:
     line = refusal(train_cli("-m", *demo_args, "model.beta=1e-4,2e-4", "hydra.sweep.dir=/proc/x"))
     assert line.startswith("hydra.sweep.dir: cannot write /proc/x"), line
+
+
+@pytest.mark.parametrize("override", ["experiment=exp1", "+experiment=exp1"])
+def test_a_misspelt_group_is_refused_naming_the_real_one(
+    override: str, demo_args: list[str], tmp_path: Path
+) -> None:
+    """Hydra suggested +experiment=exp1, which then failed as an unknown key (issue 22)."""
+    args = [a for a in demo_args if not a.startswith("experiments=")]
+    line = refusal(train_cli(*args, override))
+    assert (
+        line
+        == f"{override}: there is no config group 'experiment'; did you mean experiments=exp1?"
+    )
+    assert_no_work(tmp_path)
+
+
+def test_a_fresh_run_over_earlier_checkpoints_is_refused(
+    demo_args: list[str], tmp_path: Path
+) -> None:
+    """A rerun into the same folder without resume=true started from scratch beside the old
+    checkpoints (issue 22)."""
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "last.ckpt").write_bytes(b"an earlier run's checkpoint")
+    line = refusal(train_cli(*demo_args))
+    assert line.startswith(f"checkpoint_dir: {checkpoints} already holds checkpoints"), line
+    assert "(last.ckpt)" in line and "resume=true" in line and "overwrite=true" in line
+    assert (checkpoints / "last.ckpt").read_bytes() == b"an earlier run's checkpoint"
+    assert not (tmp_path / "processed").exists()

@@ -116,6 +116,17 @@ def csv_steps(run_dir: Path) -> list[list[int]]:
     return steps
 
 
+def epoch_losses(run_dir: Path) -> dict[int, float]:
+    """``train/loss_epoch`` of every epoch in the run's CSV logs (any process)."""
+    losses = {}
+    for path in (run_dir / "csv").glob("version_*/metrics.csv"):
+        with path.open() as handle:
+            for row in csv.DictReader(handle):
+                if row.get("train/loss_epoch"):
+                    losses[int(row["epoch"])] = float(row["train/loss_epoch"])
+    return losses
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("resume") / "uninterrupted"
@@ -162,6 +173,12 @@ def test_killed_mid_epoch_and_at_an_epoch_end_resumes_to_the_same_weights(
     # (A SIGKILLed process may lose its last W&B records; the CSV rows are flushed per step.)
     assert min(processes[2]) >= 26 and max(processes[2]) == STEPS - 1
     assert [min(s) for s in csv_steps(run_dir)] == [0, 20, 26]
+
+    # Epoch 1 ran in two processes (steps 13-19, then 20-25): its train/loss_epoch still
+    # covers all 13 steps (it covered the 6 after the resume: 0.3889 against 0.4122).
+    expected = epoch_losses(uninterrupted.parent.parent)
+    assert sorted(expected) == [0, 1, 2]
+    assert epoch_losses(run_dir) == pytest.approx(expected, rel=1e-6)
 
 
 def test_killed_during_the_epoch_end_validation_resumes_to_the_same_weights(

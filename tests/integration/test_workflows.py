@@ -30,6 +30,28 @@ def commands(workflow: dict[str, Any]) -> str:
     )
 
 
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ([], "--host 127.0.0.1 --port 8000"),
+        (["SERVE_PORT=8123"], "--host 127.0.0.1 --port 8123"),
+        (["SERVE_HOST=0.0.0.0", "SERVE_PORT=9000"], "--host 0.0.0.0 --port 9000"),
+    ],
+)
+def test_make_serve_takes_the_port_and_host(settings: list[str], expected: str) -> None:
+    """`make serve` hard-coded port 8000 (issue 22); `make -n` prints the command only."""
+    result = subprocess.run(
+        ["make", "-n", "serve", *settings],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=PROJECT_DIR,
+    )
+    assert result.returncode == 0, result.stderr
+    (serve,) = [line for line in result.stdout.splitlines() if "-m vae_cats.serving" in line]
+    assert serve.endswith(expected), serve
+
+
 @pytest.mark.parametrize("name", ["data.yml", "model.yml", "nightly.yml"])
 def test_actionlint_passes(name: str) -> None:
     if not ACTIONLINT.exists():

@@ -7,8 +7,11 @@
   least ``MIN_CORRELATION``; groups are the connected components of such pairs.
 
 Of each photo one copy is kept, the best by ``best_copy_key``: colour over greyscale, then
-native size (already ``image_size`` square) over resized, then the largest file (the least
-compressed), then the smallest pixel sha256. The photo's ``split_key``, the smallest pixel
+native size (already ``image_size`` square) over resized, then the larger pixel count before
+fitting, then a file in the source's own format (the commonest file extension of the source:
+a PNG among JPEGs is a re-encoding, or a model's output, not the original) over another
+format, then the largest file (the least compressed; sizes compare within a format), then
+the smallest pixel sha256. The photo's ``split_key``, the smallest pixel
 sha256 of all its copies, does not depend on which copy is kept, so the split of a photo
 stays the same when a better copy is chosen.
 """
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 import numpy as np
 import torch
@@ -55,10 +60,12 @@ class DecodedFile:
 
 @dataclass(frozen=True)
 class Distinct:
-    """All files with the same decoded pixels, sorted by name; the first represents them."""
+    """All files with the same decoded pixels, sorted by name; the first represents them.
+    ``in_source_format``: one of them has the source's commonest format (``exact_groups``)."""
 
     sha256: str
     files: tuple[DecodedFile, ...]
+    in_source_format: bool = True
 
     @property
     def first(self) -> DecodedFile:
@@ -83,8 +90,25 @@ def pixel_sha256(pixels: Tensor) -> str:
     return hashlib.sha256(pixels.numpy().tobytes()).hexdigest()
 
 
+def file_format(name: str) -> str:
+    """A file's format as its name's extension says, lower case, ``.jpeg`` as ``.jpg``."""
+    suffix = PurePosixPath(name).suffix.lower()
+    return ".jpg" if suffix in (".jpeg", ".jpe") else suffix
+
+
+def source_format(files: list[DecodedFile]) -> str | None:
+    """The commonest format of ``files``; None when two formats tie for it."""
+    ranked = Counter(file_format(f.name) for f in files).most_common(2)
+    if not ranked or (len(ranked) == 2 and ranked[0][1] == ranked[1][1]):
+        return None
+    return ranked[0][0]
+
+
 def exact_groups(files: list[DecodedFile]) -> list[Distinct]:
-    """Files grouped by pixel sha256, sorted by it; each group's files sorted by name."""
+    """Files grouped by pixel sha256, sorted by it; each group's files sorted by name, and
+    marked ``in_source_format`` when one of them has the commonest format of ``files`` (all
+    are when no format is commonest)."""
+    usual = source_format(files)
     groups: dict[str, list[DecodedFile]] = {}
     # Byte-identical files share one pixel tensor: hash each tensor once.
     sha_of: dict[int, str] = {}
@@ -93,7 +117,12 @@ def exact_groups(files: list[DecodedFile]) -> list[Distinct]:
             sha_of[id(file.pixels)] = pixel_sha256(file.pixels)
         groups.setdefault(sha_of[id(file.pixels)], []).append(file)
     return [
-        Distinct(sha, tuple(sorted(groups[sha], key=lambda f: f.name))) for sha in sorted(groups)
+        Distinct(
+            sha,
+            tuple(sorted(groups[sha], key=lambda f: f.name)),
+            usual is None or any(file_format(f.name) == usual for f in groups[sha]),
+        )
+        for sha in sorted(groups)
     ]
 
 
@@ -105,13 +134,22 @@ def is_grey(pixels: Tensor) -> bool:
     return float(spread.mean()) < GREY_SPREAD
 
 
-def best_copy_key(copy: Distinct, image_size: int) -> tuple[bool, bool, int, str]:
+def best_copy_key(copy: Distinct, image_size: int) -> tuple[bool, bool, int, bool, int, str]:
     """Sort key of the copies of one photo, best first: colour over greyscale, native size
-    over resized, larger file over smaller, smaller pixel sha256 over larger."""
+    over resized, more pixels before fitting over fewer, the source's format over another,
+    larger file over smaller, smaller pixel sha256 over larger."""
     first = copy.first
     resized = (first.width, first.height) != (image_size, image_size)
+    pixels = max(f.width * f.height for f in copy.files)
     largest = max(f.num_bytes for f in copy.files)
-    return is_grey(first.pixels), resized, -largest, copy.sha256
+    return (
+        is_grey(first.pixels),
+        resized,
+        -pixels,
+        not copy.in_source_format,
+        -largest,
+        copy.sha256,
+    )
 
 
 def why_kept(kept: Distinct, other: Distinct, image_size: int) -> str:
@@ -122,7 +160,12 @@ def why_kept(kept: Distinct, other: Distinct, image_size: int) -> str:
     if a[1] != b[1]:
         return f"native {image_size}x{image_size} over resized"
     if a[2] != b[2]:
-        return f"larger file, {-a[2]} over {-b[2]} bytes"
+        return f"more pixels, {-a[2]} over {-b[2]}"
+    if a[3] != b[3]:
+        formats = file_format(kept.first.name), file_format(other.first.name)
+        return f"the source's own format, {formats[0]} over {formats[1]}"
+    if a[4] != b[4]:
+        return f"larger file, {-a[4]} over {-b[4]} bytes"
     return "smaller pixel sha256"
 
 

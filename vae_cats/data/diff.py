@@ -56,6 +56,9 @@ SETTINGS = (
     "wrong_size",
     "ingest_version",
 )
+# Manifest counts the diff reports under its own names, from the lists it reads
+# (``files``, ``kept images``): shown once, not twice.
+COUNTED_FROM_LISTS = ("num_files", "num_kept")
 # Names printed per list in the text report; --json lists them all.
 SHOWN = 10
 
@@ -74,8 +77,8 @@ class DataVersion:
         split_of: Every file name that is kept or a dropped copy -> the split of its image.
         copies: Names dropped as exact or near duplicates -> the name of their kept image.
         rejected: Rejected file name -> reason (duplicates included, as the ingest lists them).
-        counts: The manifest's integer ``num_*`` fields, and ``resized images`` when its
-            images record ``resized_from``.
+        counts: The manifest's integer ``num_*`` fields but ``COUNTED_FROM_LISTS``, and
+            ``resized images`` when its images record ``resized_from``.
         settings: The ingest settings in ``SETTINGS`` that the manifest records.
     """
 
@@ -178,7 +181,10 @@ def parse_manifest(manifest: Any, where: str = "manifest") -> DataVersion:
     counts = {
         k: v
         for k, v in manifest.items()
-        if k.startswith("num_") and isinstance(v, int) and not isinstance(v, bool)
+        if k.startswith("num_")
+        and k not in COUNTED_FROM_LISTS
+        and isinstance(v, int)
+        and not isinstance(v, bool)
     }
     if any("resized_from" in r for r in manifest["images"]):
         counts["resized images"] = sum(bool(r.get("resized_from")) for r in manifest["images"])

@@ -404,7 +404,11 @@ def _parser() -> argparse.ArgumentParser:
             help=f.metadata["help"],
         )
     parser.add_argument(
-        "--workers", type=int, default=None, help="JPEG decoding threads (default: up to 8)"
+        "--workers",
+        type=int,
+        # Not given: decode_many's own choice, which the help states (not "None").
+        default=argparse.SUPPRESS,
+        help="JPEG decoding threads (default: the CPU count, at most 8)",
     )
     parser.add_argument(
         "--list-rejected",
@@ -437,8 +441,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     out = processed_subdir(args.out, source)
     try:
         settings = _settings(args)
-        if args.workers is not None and args.workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {args.workers}")
+        workers = getattr(args, "workers", None)
+        if workers is not None and workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {workers}")
         sources.require_exists(source)
         try:
             check_writable(out)
@@ -446,7 +451,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             raise ValueError(
                 f"--out {args.out}: cannot write there ({err.strerror or err})"
             ) from err
-        manifest = ingest(source, out, settings, workers=args.workers)
+        manifest = ingest(source, out, settings, workers=workers)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

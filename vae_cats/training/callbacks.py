@@ -1,13 +1,16 @@
 """Lightning callbacks: picture logging, run lineage and random states in checkpoints, a
-``last.ckpt`` that ends as the final state, a stop on a NaN loss."""
+``last.ckpt`` that ends as the final state, a stop on a NaN loss, a clean stop on Ctrl-C."""
 
 from __future__ import annotations
 
 import logging
 import math
 import random
+import signal
+import threading
 from collections.abc import Iterable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
@@ -265,3 +268,94 @@ class FiniteLossGuard(pl.Callback):
             f"training loss is {value} at global step {trainer.global_step} "
             f"(epoch {trainer.current_epoch}); stopped before updating the weights; {kept}"
         )
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on SIGINT or SIGTERM once ``last.ckpt`` held its last step.
+
+    Attributes:
+        signum: The signal's number (``128 + signum`` is the conventional exit code).
+    """
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class InterruptCheckpoint(pl.Callback):
+    """Turns SIGINT (Ctrl-C) and SIGTERM during training into a resumable stop.
+
+    The first signal lets the optimiser step under way finish; at its end (or, for an
+    epoch's last step, once the epoch has ended, where ``LastCheckpoint`` saves such a step
+    too) ``<checkpoint_dir>/last.ckpt`` is written at that step through the trainer's
+    checkpoint I/O (atomic: ``AtomicCheckpointIO``) and ``TrainingInterrupted`` ends the run.
+    A checkpoint taken there resumes exactly like the periodic ones. A second signal stops at
+    once (``KeyboardInterrupt``, Lightning's own shutdown). The handlers are installed when
+    training starts (over Lightning's SIGTERM notifier) and put back when it ends; only the
+    main thread can install them.
+
+    Args:
+        checkpoint_dir: Folder of ``last.ckpt``.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, checkpoint_dir: str | Path) -> None:
+        self.path = Path(checkpoint_dir) / "last.ckpt"
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning(
+            "%s received: saving last.ckpt after the current step (again to stop at once)",
+            signal.Signals(signum).name,
+        )
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _stop_if_asked(self, trainer: pl.Trainer) -> None:
+        if self.signum is None:
+            return
+        self._restore()
+        trainer.save_checkpoint(self.path)
+        name = signal.Signals(self.signum).name
+        raise TrainingInterrupted(
+            self.signum,
+            f"interrupted by {name} at global step {trainer.global_step} "
+            f"(epoch {trainer.current_epoch}); {self.path} holds that step",
+        )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.signum = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if batch_idx + 1 < trainer.num_training_batches:
+            self._stop_if_asked(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop_if_asked(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A signal during the final validation: stop before the test pass too.
+        self._stop_if_asked(trainer)
+        self._restore()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore()

@@ -11,6 +11,7 @@ optimised metric and every output folder are checked by ``check_config`` before 
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import re
 import sys
@@ -34,6 +35,7 @@ _ROOT_TYPES: dict[str, Any] = {
     "tags": list,
     "ckpt_path": str | None,
     "resume": bool,
+    "overwrite": bool,
     "checkpoint_dir": str,
     "test": bool,
     "optimized_metric": str,
@@ -51,6 +53,10 @@ _FORWARDS_KWARGS = {
 # Groups building one object (a ``_target_`` node), and groups of named optional objects.
 OBJECT_GROUPS = ("data", "model", "lit_module", "trainer")
 LIST_GROUPS = ("callbacks", "logger")
+# Every config group of conf/ that a command line selects (``experiments=exp1``).
+CONFIG_GROUPS = (*OBJECT_GROUPS, *LIST_GROUPS, "experiments", "hparams_search")
+# Trainer limits whose value 0 trains nothing (Lightning accepts them and "finishes").
+_NOTHING_TRAINED = ("max_epochs", "max_steps", "limit_train_batches")
 # What ``train_model.main`` may return for a sweeper: the validation metrics VAELitModule
 # logs every epoch, each with the direction that improves it. Test metrics are left out on
 # purpose: a search tuned on the test split would report an optimistic score.
@@ -315,17 +321,80 @@ def check_output_folders(cfg: DictConfig) -> None:
             seen.add(path)
 
 
+def check_run_length(trainer: DictConfig) -> None:
+    """A trainer that would train something: ``max_epochs``, ``max_steps`` and
+    ``limit_train_batches`` are not 0 (Lightning would run the sanity check and the test,
+    report a score of the untrained weights and exit 0).
+
+    Raises:
+        ConfigError: Naming the key that is 0.
+    """
+    for name in _NOTHING_TRAINED:
+        value = trainer.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
+            raise ConfigError(
+                f"trainer.{name}: 0 trains nothing (give a positive number, or leave it out)"
+            )
+
+
+def check_fresh_run(cfg: DictConfig) -> None:
+    """A run that starts fresh (no ``resume=true``, no ``ckpt_path``) does not write beside
+    the checkpoints of an earlier run in ``checkpoint_dir`` unless ``overwrite=true``: its
+    own ``best.ckpt`` and ``last.ckpt`` would replace them one by one, mixing two runs.
+
+    Raises:
+        ConfigError: Naming ``checkpoint_dir``, the files found and the three ways on.
+    """
+    if cfg.get("resume") or cfg.get("ckpt_path") or cfg.get("overwrite"):
+        return
+    folder = Path(str(cfg.get("checkpoint_dir", ""))) if cfg.get("checkpoint_dir") else None
+    found = sorted(p.name for p in folder.glob("*.ckpt")) if folder and folder.is_dir() else []
+    if found:
+        raise ConfigError(
+            f"checkpoint_dir: {folder} already holds checkpoints of an earlier run "
+            f"({', '.join(found)}): add resume=true to go on from last.ckpt, overwrite=true to "
+            "start again in this folder, or give another hydra.run.dir"
+        )
+
+
 def check_config(cfg: DictConfig, sweep_direction: Any = None) -> None:
-    """All checks that need no constructor: root keys and group shapes, root types, the
-    optimised metric (against the sweeper's ``direction``) and the output folders.
+    """All checks that need no constructor: root keys and group shapes, root types, a run
+    length that trains something, the optimised metric (against the sweeper's
+    ``direction``) and the output folders. A single run also checks ``check_fresh_run``
+    (a sweep's jobs each get a new folder; a sweeper that reruns one decides itself).
 
     Raises:
         ConfigError: Naming the first bad key.
     """
     check_keys(cfg)
     check_root(cfg)
+    check_run_length(cfg.trainer)
     check_optimized_metric(cfg.get("optimized_metric"), sweep_direction)
     check_output_folders(cfg)
+
+
+def check_group_names(overrides: list[str]) -> None:
+    """Command-line overrides that select a config group by a near-miss of its name
+    (``experiment=exp1``, ``+experiment=exp1``): Hydra would suggest appending a new root key,
+    which then fails as an unknown key and never names the real group.
+
+    Raises:
+        ConfigError: Naming the override and the group it most likely means.
+    """
+    known = set(CONFIG_GROUPS) | set(_ROOT_TYPES) | {"hydra"}
+    for override in overrides:
+        if override.startswith("-") or "=" not in override:
+            continue
+        key, value = override.split("=", 1)
+        head = re.split(r"[./@]", key.lstrip("+~"), maxsplit=1)[0]
+        if head in known:
+            continue
+        close = difflib.get_close_matches(head, CONFIG_GROUPS, n=1, cutoff=0.8)
+        if close:
+            meant = key.lstrip("+~").replace(head, close[0], 1)
+            raise ConfigError(
+                f"{override}: there is no config group {head!r}; did you mean {meant}={value}?"
+            )
 
 
 def exit_with_error(message: str, code: int) -> NoReturn:

@@ -79,9 +79,15 @@ def instantiate_loggers(cfg: DictConfig | None, wandb_run_id: str | None = None)
         if node is None or "_target_" not in node:
             continue
         if wandb_run_id and node["_target_"].endswith("WandbLogger"):
-            loggers.append(instantiate(node, id=wandb_run_id, resume="allow"))
+            logger = instantiate(node, id=wandb_run_id, resume="allow")
         else:
-            loggers.append(instantiate(node))
+            logger = instantiate(node)
+        # Lightning's WandbLogger passes anonymous=None to wandb.init, and wandb 0.31 warns
+        # that "the anonymous setting has no effect" for any value but unset.
+        init = getattr(logger, "_wandb_init", None)
+        if isinstance(init, dict) and init.get("anonymous") is None:
+            init.pop("anonymous", None)
+        loggers.append(logger)
     return loggers
 
 
@@ -120,13 +126,16 @@ def save_job_result(
     metric: str,
     value: float | None,
     message: str,
+    warnings: list[str] | None = None,
     *,
     best_checkpoint: str | None = None,
 ) -> None:
     """Write ``result.yaml`` into the Hydra job's output folder, atomically: one file per run
-    or sweep trial, failed ones too. It holds ``status``, the job's ``overrides``,
-    ``optimized_metric`` (the metric's name), the metric's final value under its own name
-    (e.g. ``val/ssim: 0.41``; null when the job failed) and the error ``message``."""
+    or sweep trial, failed ones too. It holds ``status`` (``finished``, ``failed`` or
+    ``interrupted``), the job's ``overrides``, ``optimized_metric`` (the metric's name), the
+    metric's final value under its own name (e.g. ``val/ssim: 0.41``; null when the job
+    failed), the error ``message`` and the run's ``warnings`` (say, it ended inside its LR
+    warm-up)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not _global_rank_zero():
@@ -140,6 +149,7 @@ def save_job_result(
         metric: value,
         "message": message,
         "best_checkpoint": best_checkpoint,
+        "warnings": list(warnings or []),
     }
     path = Path(hydra_cfg.runtime.output_dir) / "result.yaml"
     atomic_write_bytes(path, OmegaConf.to_yaml(OmegaConf.create(record)).encode())

@@ -31,9 +31,12 @@ class VAELitModule(pl.LightningModule):
     the global random streams of training untouched, so a run's weights do not depend on
     when, or whether, it validated (a resumed run skips validations the interrupted one did).
 
-    Logged metrics: ``train/loss``, ``train/recon_loss``, ``train/kl``, ``train/beta``,
-    the same under ``val/``, and ``val/ssim``, ``val/psnr`` (dB), ``test/ssim``, ``test/psnr``
-    of the deterministic reconstruction ``decode(mu)``.
+    Logged metrics: ``train/loss``, ``train/recon_loss``, ``train/kl`` (each per step,
+    ``_step``, and as the epoch's batch-size-weighted mean, ``_epoch``), ``train/beta``, the
+    same losses under ``val/``, and ``val/ssim``, ``val/psnr`` (dB), ``test/ssim``,
+    ``test/psnr`` of the deterministic reconstruction ``decode(mu)``. The training epoch
+    means are summed here and kept in every checkpoint (Lightning's own epoch accumulators
+    are not), so after a mid-epoch resume ``train/loss_epoch`` still covers the whole epoch.
 
     Args:
         net: The VAE.
@@ -83,6 +86,11 @@ class VAELitModule(pl.LightningModule):
         self.net.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.compile_loss = compile_loss
         self._loss_compiled = False
+        # The training epoch so far: (epoch, {loss name: sum of value x batch size}, images).
+        self._epoch_sums: tuple[int, dict[str, Tensor], int] | None = None
+        # The last epoch this process trained on: a run resumed from a checkpoint taken at an
+        # epoch's end (its means logged by the earlier process) does not log them again.
+        self._trained_epoch: int | None = None
 
     def current_beta(self) -> float:
         """KL weight at the current global step, in [0, net.beta]."""
@@ -91,16 +99,40 @@ class VAELitModule(pl.LightningModule):
         return float(self.net.beta) * min(1.0, self.global_step / self.kl_warmup_steps)
 
     def _log_loss(self, stage: str, loss: VAELoss, batch_size: int) -> None:
-        on_step = stage == "train"
+        if stage == "train":
+            self._add_to_epoch(loss, batch_size)
         for name, value in loss._asdict().items():
             self.log(
-                f"{stage}/{name}",
+                f"{stage}/{name}_step" if stage == "train" else f"{stage}/{name}",
                 value,
-                on_step=on_step,
-                on_epoch=True,
+                on_step=stage == "train",
+                on_epoch=stage != "train",
                 prog_bar=name == "loss",
                 batch_size=batch_size,
             )
+
+    def _add_to_epoch(self, loss: VAELoss, batch_size: int) -> None:
+        epoch = self.current_epoch
+        if self._epoch_sums is None or self._epoch_sums[0] != epoch:
+            self._epoch_sums = (epoch, {}, 0)
+        _, sums, images = self._epoch_sums
+        for name, value in loss._asdict().items():
+            weighted = value.detach().double() * batch_size
+            sums[name] = weighted + sums[name].to(weighted.device) if name in sums else weighted
+        self._epoch_sums = (epoch, sums, images + batch_size)
+        self._trained_epoch = epoch
+
+    def on_train_epoch_end(self) -> None:
+        epoch = self.current_epoch
+        if (
+            self._epoch_sums is None
+            or self._epoch_sums[0] != epoch
+            or self._trained_epoch != epoch
+        ):
+            return
+        _, sums, images = self._epoch_sums
+        for name, total in sums.items():
+            self.log(f"train/{name}_epoch", (total / images).float(), on_step=False, on_epoch=True)
 
     def _prepare(self, x: Tensor, batch_idx: int) -> Tensor:
         # The [0, 1] check reads the batch back: once per epoch and stage, not every step.
@@ -165,3 +197,18 @@ class VAELitModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain containers only, so predict can rebuild the net under torch's weights-only load.
         checkpoint["net_config"] = dict(self.net.config)
+        if self._epoch_sums is not None:
+            epoch, sums, images = self._epoch_sums
+            checkpoint["train_epoch_sums"] = {
+                "epoch": epoch,
+                "sums": {name: float(total) for name, total in sums.items()},
+                "images": images,
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A checkpoint taken mid-epoch goes on summing that epoch; one taken at an epoch's
+        # end holds a finished epoch, which the next epoch's first step replaces.
+        saved = checkpoint.get("train_epoch_sums")
+        if saved is not None:
+            sums = {n: torch.tensor(v, dtype=torch.float64) for n, v in saved["sums"].items()}
+            self._epoch_sums = (int(saved["epoch"]), sums, int(saved["images"]))

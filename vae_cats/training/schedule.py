@@ -1,13 +1,14 @@
 """The learning-rate schedule and the step budget of a run.
 
-A run's total number of optimiser steps is fixed once, near its start, and kept in every
-checkpoint: from ``trainer.max_steps`` when set (the same schedule on any machine), else
-measured to fit ``trainer.max_time`` (a faster machine gets more steps), else
-``max_epochs`` times the batches per epoch. The learning rate warms up linearly, holds, then
-follows a half cosine down to its floor exactly at that total (Loshchilov & Hutter 2017,
-"SGDR: Stochastic Gradient Descent with Warm Restarts", without restarts), stepped after
-every optimiser step, so it stays a function of the step and a resumed run continues it
-bit for bit.
+A run's total number of optimiser steps is fixed near its start and kept in every
+checkpoint: from ``trainer.max_steps`` when set (the same schedule on any machine; it wins
+over a ``max_time`` of the experiment, ``resolve_run_length``), else measured over the first
+steps to fit ``trainer.max_time`` (a faster machine gets more steps) and refined once the
+first epoch end is timed, else ``max_epochs`` times the batches per epoch. The learning
+rate warms up linearly, holds, then follows a half cosine down to its floor exactly at that
+total (Loshchilov & Hutter 2017, "SGDR: Stochastic Gradient Descent with Warm Restarts",
+without restarts), stepped after every optimiser step, so it stays a function of the step
+and a resumed run continues it bit for bit.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Timer
 
 from vae_cats.hardware import load_average
@@ -37,7 +39,7 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
     - ``min_lr_ratio + (1 - min_lr_ratio) * (1 + cos(pi * p)) / 2`` after, with
       ``p = (t - warmup_steps) / (total_steps - warmup_steps)`` clipped to [0, 1];
     - 1 after the warm-up while ``total_steps`` is still unknown (a run whose total is
-      measured holds its peak LR until then: about one validation period).
+      measured holds its peak LR until then: its first few steps).
 
     ``total_steps`` comes from ``set_total_steps`` (``StepBudget`` calls it once per run) and
     is part of ``state_dict``, so a resumed run anneals over the same total.
@@ -97,6 +99,22 @@ def _timer(trainer: pl.Trainer) -> Timer | None:
     return next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # type: ignore[attr-defined]
 
 
+def resolve_run_length(trainer_cfg: DictConfig) -> None:
+    """Make an explicit ``trainer.max_steps`` (> 0) the run's length: a ``max_time`` beside
+    it (say the experiment's) is set to null, with one log line, so the schedule set for N
+    steps runs N steps on any machine instead of being cut wherever the time runs out."""
+    max_steps, max_time = trainer_cfg.get("max_steps"), trainer_cfg.get("max_time")
+    if isinstance(max_steps, int) and max_steps > 0 and max_time is not None:
+        log.info(
+            "trainer.max_steps=%d wins over trainer.max_time=%s: the run takes its %d steps "
+            "however long they take",
+            max_steps,
+            max_time,
+            max_steps,
+        )
+        trainer_cfg.max_time = None
+
+
 class StepBudget(pl.Callback):
     """Fixes the run's total optimiser steps once and makes the run end there.
 
@@ -108,42 +126,46 @@ class StepBudget(pl.Callback):
     is saved in every checkpoint (``state_dict``).
 
     Measuring: from step ``skip_steps`` on, the time between the ends of consecutive
-    training steps is recorded, until the first step after the first validation (or
-    ``calibration_steps`` steps without one). The step that spans a validation also carries
-    the epoch's end (validation, checkpoints, picture grids). Seconds per step = the median
-    step + what the validation step takes beyond it, spread over the steps between
-    validations; medians, so one-off stalls (compiling for a new batch shape) do not count as
-    speed, and they are behind by then, inside the time already spent. Total = steps so far
-    + time left * (1 - ``margin``) / seconds per step.
+    training steps is recorded. After ``measure_steps`` of them the total is fixed from
+    their median, so even a run that ends within its first epoch anneals over its own length.
+    The first step after the first validation also carries the epoch's end (validation,
+    checkpoints, picture grids); once it is timed the total is refined, once: seconds per
+    step = the median step + what the validation step takes beyond it, spread over the steps
+    between validations. Medians, so one-off stalls (compiling for a new batch shape) do not
+    count as speed. Total = steps so far + time left * (1 - ``margin``) / seconds per step.
+    Refining moves the end of a cosine that has hardly begun (an epoch in), or of a warm-up.
 
     When the last step is not at an epoch end, it asks the trainer to stop there, which makes
     Lightning validate the final weights (a run shorter than an epoch then has ``val/*``
     metrics, early stopping its metric, and the best checkpoint a candidate).
 
-    At the end of training it logs the steps/s, images/s and the load average.
+    At the end of training it logs the steps/s, images/s and the load average, and a warning
+    (kept in ``warnings``) when the run ended before its planned total because
+    ``trainer.max_time`` ran out, before its speed was measured, or inside the LR warm-up.
 
     Args:
         skip_steps: First steps not timed (allocator and oneDNN warm-up, compilation), >= 0.
-        calibration_steps: Most timed steps when no validation comes first, >= 1.
+        measure_steps: Timed steps the first total is fixed from, >= 1.
         margin: Share of the time left kept in reserve, in [0, 1).
 
     Raises:
         ValueError: On an argument out of range.
     """
 
-    def __init__(
-        self, skip_steps: int = 5, calibration_steps: int = 200, margin: float = 0.02
-    ) -> None:
-        if skip_steps < 0 or calibration_steps < 1 or not 0.0 <= margin < 1.0:
+    def __init__(self, skip_steps: int = 3, measure_steps: int = 5, margin: float = 0.02) -> None:
+        if skip_steps < 0 or measure_steps < 1 or not 0.0 <= margin < 1.0:
             raise ValueError(
-                "need skip_steps >= 0, calibration_steps >= 1, 0 <= margin < 1, got "
-                f"{skip_steps}, {calibration_steps}, {margin}"
+                "need skip_steps >= 0, measure_steps >= 1, 0 <= margin < 1, got "
+                f"{skip_steps}, {measure_steps}, {margin}"
             )
         self.skip_steps = skip_steps
-        self.calibration_steps = calibration_steps
+        self.measure_steps = measure_steps
         self.margin = margin
         self.total_steps: int | None = None
         self.measured_steps_per_s: float | None = None
+        # Whether the total includes a timed epoch end (or needs none): no more measuring.
+        self.refined = False
+        self.warnings: list[str] = []
         self._measuring = False
         self._step_seconds: list[float] = []
         self._validation_step_seconds: list[float] = []
@@ -159,9 +181,10 @@ class StepBudget(pl.Callback):
             return None
         return max_epochs * math.ceil(batches / trainer.accumulate_grad_batches)
 
-    def _fix(self, trainer: pl.Trainer, total: int, how: str) -> None:
+    def _fix(self, trainer: pl.Trainer, total: int, how: str, final: bool = True) -> None:
         self.total_steps = max(total, trainer.global_step + 1)
-        self._measuring = False
+        self.refined = final
+        self._measuring = not final
         log.info("step budget: %d optimiser steps in all (%s)", self.total_steps, how)
         self._apply(trainer)
 
@@ -179,6 +202,7 @@ class StepBudget(pl.Callback):
         return every * (trainer.check_val_every_n_epoch or 1)
 
     def _measure(self, trainer: pl.Trainer) -> None:
+        first = self.total_steps is None
         timer = _timer(trainer)
         remaining = timer.time_remaining() if timer is not None else None
         assert remaining is not None
@@ -194,22 +218,32 @@ class StepBudget(pl.Callback):
         # Every process measures at the same step; under DDP they all take rank 0's total.
         total = trainer.strategy.broadcast(total, src=0)
         cap = self._epochs_cap(trainer)
+        if first:
+            how = f"measured over {len(self._step_seconds)} steps at step {trainer.global_step}"
+        else:
+            how = f"refined at step {trainer.global_step} with the first epoch end timed"
         self._fix(
             trainer,
             total if cap is None else min(total, cap),
-            f"{self.measured_steps_per_s:.2f} steps/s measured: {step_s * 1000:.0f} ms a step, "
+            f"{self.measured_steps_per_s:.2f} steps/s {how}: {step_s * 1000:.0f} ms a step, "
             f"{validation_s:.1f} s an epoch end; {remaining:.0f} s of trainer.max_time left",
+            # Final once an epoch end is in it, or when no validation will come.
+            final=bool(self._validation_step_seconds)
+            or not math.isfinite(self._steps_between_validations(trainer)),
         )
 
     # -- hooks -----------------------------------------------------------------------------
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._run_start = (trainer.global_step, time.monotonic())
+        self.warnings = []
+        timer = _timer(trainer)
         if self.total_steps is not None:  # restored from the checkpoint
             log.info("step budget: %d optimiser steps (from the checkpoint)", self.total_steps)
             self._apply(trainer)
+            # A run stopped before its first epoch end was timed refines its total after it.
+            self._measuring = not self.refined and timer is not None
             return
-        timer = _timer(trainer)
         if trainer.max_steps > 0:
             self._fix(trainer, trainer.max_steps, "trainer.max_steps")
         elif timer is not None and timer.time_remaining() is not None:
@@ -234,9 +268,9 @@ class StepBudget(pl.Callback):
                 else:
                     self._step_seconds.append(seconds)
             self._last_step_end = now
-            if (self._validation_step_seconds and self._step_seconds) or len(
-                self._step_seconds
-            ) >= self.calibration_steps:
+            if (self._validation_step_seconds and self._step_seconds) or (
+                self.total_steps is None and len(self._step_seconds) >= self.measure_steps
+            ):
                 self._measure(trainer)
             self._validated = False
         if self.total_steps is not None and trainer.global_step >= self.total_steps:
@@ -247,7 +281,35 @@ class StepBudget(pl.Callback):
         if not trainer.sanity_checking:
             self._validated = True
 
+    def _end_warnings(self, trainer: pl.Trainer) -> list[str]:
+        step, timer = trainer.global_step, _timer(trainer)
+        remaining = timer.time_remaining() if timer is not None else None
+        timed_out = remaining is not None and remaining <= 0.0
+        found = []
+        if self.total_steps is None and timed_out:
+            found.append(
+                f"trainer.max_time ran out at step {step}, before the speed was measured "
+                f"({self.skip_steps + self.measure_steps} steps): no LR schedule was fitted"
+            )
+        elif self.total_steps is not None and step < self.total_steps and timed_out:
+            found.append(
+                f"trainer.max_time ran out at step {step} of the {self.total_steps} planned: "
+                "the LR schedule did not finish annealing"
+            )
+        for config in trainer.lr_scheduler_configs:
+            warmup = getattr(config.scheduler, "warmup_steps", 0)
+            if isinstance(config.scheduler, WarmupCosineLR) and step < warmup:
+                found.append(
+                    f"the run ended inside the LR warm-up, at step {step} of {warmup}: the "
+                    "learning rate never reached its peak and the model is barely trained "
+                    "(give more trainer.max_time or trainer.max_steps)"
+                )
+        return found
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.warnings = self._end_warnings(trainer)
+        for warning in self.warnings:
+            log.warning("warning: %s", warning)
         step0, time0 = self._run_start
         steps, seconds = trainer.global_step - step0, time.monotonic() - time0
         rate = steps / seconds if seconds > 0 else 0.0
@@ -266,8 +328,14 @@ class StepBudget(pl.Callback):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"total_steps": self.total_steps, "measured_steps_per_s": self.measured_steps_per_s}
+        return {
+            "total_steps": self.total_steps,
+            "measured_steps_per_s": self.measured_steps_per_s,
+            "refined": self.refined,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.total_steps = state_dict.get("total_steps")
         self.measured_steps_per_s = state_dict.get("measured_steps_per_s")
+        # Checkpoints written before totals were refined hold a final total.
+        self.refined = state_dict.get("refined", True)

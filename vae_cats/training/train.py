@@ -18,6 +18,7 @@ from vae_cats.hardware import Precision, resolve_precision
 from vae_cats.training import config_check
 from vae_cats.training.callbacks import (
     FiniteLossGuard,
+    InterruptCheckpoint,
     LineageCallback,
     RngStateCheckpoint,
     wandb_loggers,
@@ -27,7 +28,7 @@ from vae_cats.training.lineage import (
     run_lineage,
     save_config_file,
 )
-from vae_cats.training.schedule import StepBudget
+from vae_cats.training.schedule import StepBudget, resolve_run_length
 
 log = logging.getLogger(__name__)
 
@@ -123,17 +124,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the configured VAE and score its best checkpoint on the test split.
 
     Returns:
-        ``best_model_path``, ``data_hash``, ``global_step`` and every final metric (floats),
-        test metrics included when ``cfg.test`` is true.
+        ``best_model_path``, ``data_hash``, ``global_step``, ``warnings`` (the run ended
+        inside its LR warm-up, or ``trainer.max_time`` cut it short: one sentence each) and
+        every final metric (floats), test metrics included when ``cfg.test`` is true.
 
     Raises:
         ConfigError: A config value of the wrong type or an impossible value, before training.
         CheckpointError: An unusable checkpoint to resume from, before training.
         NonFiniteLossError: The training loss became NaN or infinite.
+        TrainingInterrupted: SIGINT or SIGTERM during training; last.ckpt holds the step.
     """
     config_check.check_root(cfg)
     if cfg.get("trainer") is not None:
         precision = resolve_trainer_precision(cfg.trainer)
+        resolve_run_length(cfg.trainer)
     for group in ("trainer", "data", "model", "lit_module", "callbacks", "logger"):
         if cfg.get(group) is not None:
             config_check.check_types(cfg[group], group)
@@ -158,11 +162,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         for name, node in (cfg.get("callbacks") or {}).items()
         if node is not None and "_target_" in node
     ]
+    step_budget = StepBudget()
     callbacks += [
         FiniteLossGuard(),
         LineageCallback(lineage),
         RngStateCheckpoint(),
-        StepBudget(),
+        step_budget,
+        InterruptCheckpoint(cfg.checkpoint_dir),
     ]
     loggers = instantiate_loggers(cfg.get("logger"), wandb_run_id)
     trainer: pl.Trainer = config_check.build(
@@ -196,5 +202,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_model_path": best,
         "data_hash": lineage["data_hash"],
         "global_step": trainer.global_step,
+        "warnings": step_budget.warnings,
         **metrics,
     }

@@ -6,7 +6,7 @@ import io
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from tests.helpers import bundled_members, image_bytes
 from vae_cats.data.decode import Decoded, decode_many
@@ -88,6 +88,31 @@ def test_each_photo_keeps_its_best_copy_by_the_documented_rule(worse: str, why: 
     assert why_kept(photo.kept, photo.others[0], 64).startswith(why)
     # The split key is the smallest pixel hash of the photo, whichever copy is kept.
     assert photo.split_key == min(photo.kept.sha256, photo.others[0].sha256)
+
+
+def test_the_original_jpeg_is_kept_over_a_larger_png_reconstruction() -> None:
+    """Issue 22: a 64x64 PNG of a model's slightly blurred output (more bytes, lossless) was
+    kept over the sharp original JPEG among JPEGs, as the larger file."""
+    members = bundled_members(6)
+    original_name, original = members[3]
+    blurred = Image.open(io.BytesIO(original)).convert("RGB").filter(ImageFilter.GaussianBlur(0.6))
+    reconstruction = ("recon_0003.png", image_bytes(blurred))
+    assert len(reconstruction[1]) > len(original)
+    photos = group_photos(exact_groups(decoded([*members, reconstruction])), 64, max_bits=6)
+    (photo,) = [p for p in photos if p.others]
+    assert photo.kept.names == [original_name]
+    assert [c.names for c in photo.others] == [["recon_0003.png"]]
+    assert why_kept(photo.kept, photo.others[0], 64) == "the source's own format, .jpg over .png"
+
+
+def test_the_copy_with_more_pixels_is_kept_over_a_larger_file() -> None:
+    image = face(4)
+    small = ("small.jpg", image_bytes(image.resize((96, 96), Image.BICUBIC), "JPEG", quality=95))
+    large = ("large.jpg", image_bytes(image.resize((128, 128), Image.BICUBIC), "JPEG", quality=40))
+    assert len(small[1]) > len(large[1])
+    (photo,) = group_photos(exact_groups(decoded([small, large])), image_size=64, max_bits=6)
+    assert photo.kept.names == ["large.jpg"]
+    assert why_kept(photo.kept, photo.others[0], 64) == "more pixels, 16384 over 9216"
 
 
 def test_greyscale_is_told_from_colour() -> None:

@@ -181,6 +181,25 @@ def test_cli_prints_the_table_and_fails_a_rule_with_exit_1(versions: dict[str, P
     assert f"- newly rejected: truncated image: {NAMES[10]}" in out
 
 
+def test_each_count_is_reported_once(versions: dict[str, Path]) -> None:
+    """Issue 22: num_files beside files and num_kept beside kept images, also in --json."""
+    diff = diff_paths(versions["old"], versions["new"])
+    assert list(diff.counts)[:3] == ["files", "kept images", "rejected"]
+    assert [k for k in diff.counts if k.startswith("num_")] == [
+        "num_duplicates",
+        "num_near_duplicates",
+    ]
+    new = manifest(versions["new"])
+    assert diff.counts["files"][1] == new["num_files"]
+    assert diff.counts["kept images"][1] == new["num_kept"]
+    text = run_cli(versions["old"], versions["new"]).stdout
+    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")]
+    count_rows = rows[: rows.index("change")]
+    assert count_rows == ["count", *diff.counts]
+    data = json.loads(run_cli(versions["old"], versions["new"], "--json").stdout)
+    assert list(data["counts"]) == list(diff.counts)
+
+
 def test_cli_json_holds_every_list_and_exit_0_when_rules_pass(
     versions: dict[str, Path],
 ) -> None:

@@ -444,6 +444,9 @@ def test_cli_help_shows_every_option_with_help_and_default() -> None:
         "(default: 6)",
     ):
         assert shown in text, shown
+    # Issue 22: --workers said "(default: up to 8) (default: None)".
+    assert "(default: None)" not in text
+    assert "--workers WORKERS JPEG decoding threads (default: the CPU count, at most 8) " in text
     # every option line carries help text: no option is followed directly by the next one
     lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
     for i, line in enumerate(lines[:-1]):

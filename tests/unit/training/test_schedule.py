@@ -134,6 +134,8 @@ def test_a_time_budget_is_measured_into_a_total_that_ends_the_run_in_time(
     assert total is not None and budget.measured_steps_per_s
     assert f"step budget: {total} optimiser steps in all" in caplog.text
     assert "s of trainer.max_time left" in caplog.text
+    # Fixed from the first timed steps (issue 22), not after a whole epoch.
+    assert "steps/s measured over " in caplog.text
     # The measured total ends the run (annealed to the floor) unless the machine slowed down
     # under it; then max_time stops it. Either way, no later than the budget.
     assert trainer.max_steps == total and trainer.global_step <= total
