@@ -116,6 +116,8 @@ def test_optuna_search_with_exp1_builds_every_trial_and_traces_it(tmp_path: Path
     sweep_dir = tmp_path / "sweep"
     result = sweep(sweep_dir, "hparams_search=optuna", "hydra.sweeper.n_trials=3", base=EXP1)
     assert result.returncode == 0, result.stderr[-3000:]
+    # Opening the study database logged alembic's seven "setup plugin" lines (issue 22).
+    assert "setup plugin" not in result.stdout + result.stderr
     records = results(sweep_dir)
     assert [r["status"] for r in records] == ["finished"] * 3
     for number in range(3):

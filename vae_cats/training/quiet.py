@@ -5,7 +5,9 @@ raised: each by its own logger or warning category and its own text, never all w
 - torch's "No CUDA runtime is found, using CUDA_HOME=..." when a CUDA toolkit folder exists on
   a machine without a GPU (nothing here builds CUDA extensions);
 - torch's FutureWarning "`isinstance(treespec, LeafSpec)` is deprecated", raised by
-  Lightning's own pytree helper at every optimiser step's closure, not by this project.
+  Lightning's own pytree helper at every optimiser step's closure, not by this project;
+- alembic's "setup plugin ..." (seven INFO lines, which Hydra's log format prints as
+  ``[HYDRA] setup plugin ...``) when an Optuna sweep opens its study database.
 
 This module imports no torch or Lightning, so the entry point installs the filters before
 those libraries are imported (and log at import).
@@ -20,6 +22,7 @@ import warnings
 _NOISY_LOGGERS = {
     "pytorch_lightning.utilities.rank_zero": ("try installing [litlogger]",),
     "torch.utils.cpp_extension": ("No CUDA runtime is found",),
+    "alembic.runtime.plugins": ("setup plugin",),
 }
 
 
