@@ -38,7 +38,9 @@ def test_augmented_faces_stay_in_range_close_to_the_original_and_are_seeded(
     assert a.shape == faces.shape and a.min() >= 0 and a.max() <= 1
     change = (a - faces).abs().mean(dim=(1, 2, 3))
     assert (change > 0.005).all()  # every face moved or changed colour ...
-    assert (change < 0.2).all()  # ... and stayed close to itself: still the same face
+    # ... and stayed closest to itself among the faces: still the same face.
+    distances = torch.cdist(a.flatten(1), faces.flatten(1))
+    assert torch.equal(distances.argmin(dim=1), torch.arange(len(faces)))
 
 
 def test_augmentation_runs_in_training_only(real_folder: Path, tmp_path: Path) -> None:
