@@ -179,3 +179,14 @@ class KillAtStep(pl.Callback):
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.in_validation and not trainer.sanity_checking:
             self._kill_at(trainer)
+
+
+def refusal(result: subprocess.CompletedProcess[str]) -> str:
+    """The message of a training run or sweep refused before any work: exit 2, nothing on
+    stdout, one stderr line ``train_model: error: ...``."""
+    assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-3000:])
+    assert result.stdout.strip() == "", result.stdout[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("train_model: error: "), lines[0]
+    return lines[0].removeprefix("train_model: error: ")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FAST_TRAIN_OVERRIDES, PROJECT_DIR, TRAIN_SCRIPT
+from tests.helpers import FAST_TRAIN_OVERRIDES, PROJECT_DIR, TRAIN_SCRIPT, refusal
 
 
 def train_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -21,16 +21,6 @@ def train_cli(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=600,
         cwd=PROJECT_DIR,
     )
-
-
-def refusal(result: subprocess.CompletedProcess[str]) -> str:
-    """The message of a refused run: exit 2, nothing on stdout, one stderr line."""
-    assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-3000:])
-    assert result.stdout.strip() == "", result.stdout[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr[-3000:]
-    assert lines[0].startswith("train_model: error: "), lines[0]
-    return lines[0].removeprefix("train_model: error: ")
 
 
 @pytest.fixture

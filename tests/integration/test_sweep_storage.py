@@ -23,7 +23,7 @@ import optuna
 import pytest
 import yaml
 
-from tests.helpers import PROJECT_DIR
+from tests.helpers import PROJECT_DIR, refusal
 from tests.integration.test_sweep import TINY, TRAIN_SCRIPT, results
 
 pytestmark = pytest.mark.slow
@@ -48,16 +48,6 @@ def run(command: list[str]) -> subprocess.CompletedProcess[str]:
 
 def study_at(url: str, name: str = "vae_cats") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=url)
-
-
-def refusal(result: subprocess.CompletedProcess[str]) -> str:
-    """The message of a refused sweep: exit 2, nothing on stdout, one stderr line."""
-    assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-3000:])
-    assert result.stdout.strip() == "", result.stdout[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr[-3000:]
-    assert lines[0].startswith("train_model: error: "), lines[0]
-    return lines[0].removeprefix("train_model: error: ")
 
 
 def free_port() -> int:
