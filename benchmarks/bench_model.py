@@ -30,9 +30,12 @@ Figures (definitions from issue 5):
   of test faces against their reconstructions: held-out accuracy of a small CNN trained on
   half of each set, 0.5 when the sets cannot be told apart, 1.0 when they always can. It
   measures the decoder's blur, which no sampler can fix;
-- c2st_normal, c2st_gmm: the same test of those reconstructions against as many decoded
-  samples of that sampler: both sides pass the decoder, so it isolates the latent prior
-  (lower is better, 0.5 the floor).
+- per sampler (normal and every learned sampler of ``samplers.LEARNED_SAMPLERS``: the ones
+  the checkpoint stores, else fitted on the training split's means), a second table:
+  realism, diversity and sharpness of its samples as above; c2st: the same two-sample test of
+  those reconstructions against as many decoded samples of the sampler: both sides pass the
+  decoder, so it isolates the latent prior (lower is better, 0.5 the floor); ms/64: drawing
+  64 codes and decoding them, warm, eager, median of 5.
 The two-sample tests use the first ``--two-sample-faces`` test faces (all of them when the
 split holds fewer), seed 0, 15 epochs; ``benchmark.json`` also holds each accuracy's Wilson
 95 % interval (``<column>_ci``). With a few hundred faces a side the interval is about
@@ -67,12 +70,18 @@ from vae_cats.checkpoint import CheckpointError, read_checkpoint, vae_from_check
 from vae_cats.data.datamodule import CatFacesDataModule
 from vae_cats.data.sources import SHARED_CATS64
 from vae_cats.fileio import PROJECT_DIR, atomic_write_bytes, check_writable
-from vae_cats.generate import DEFAULT_COMPONENTS, encode_means, fit_mixture
+from vae_cats.generate import encode_means, fit_sampler
 from vae_cats.hardware import AUTO, describe_hardware, resolve_precision
 from vae_cats.images import make_grid, save_png, to_float
 from vae_cats.losses import kl_divergence, ssim
 from vae_cats.model import BaseVAE
-from vae_cats.samplers import GaussianMixtureSampler, NormalSampler
+from vae_cats.samplers import (
+    LEARNED_SAMPLERS,
+    LatentSampler,
+    NormalSampler,
+    sampler_from_checkpoint,
+    stored_samplers,
+)
 from vae_cats.training.lit_module import VAELitModule
 from vae_cats.two_sample import MIN_PER_SIDE, two_sample_test
 
@@ -178,7 +187,7 @@ def speed_figures(
 
 
 def two_sample_figures(
-    net: BaseVAE, test: Tensor, samplers: dict[str, NormalSampler | GaussianMixtureSampler]
+    net: BaseVAE, test: Tensor, samplers: dict[str, NormalSampler | LatentSampler]
 ) -> dict[str, Any]:
     """``c2st_recon`` (test faces against their reconstructions) and ``c2st_<sampler>``
     (reconstructions against as many samples), each with ``<key>_ci``, its Wilson 95 %
@@ -201,15 +210,30 @@ def two_sample_figures(
 
 
 @torch.no_grad()
-def predict_latency_ms(net: BaseVAE) -> float:
-    z = torch.randn(64, net.latent_dim)
-    net.decode(z)
+def median_ms(fn: Any, repeat: int) -> float:
+    """Median wall time of ``fn()`` in milliseconds over ``repeat`` calls after one warm-up."""
+    fn()
     times = []
-    for _ in range(10):
+    for _ in range(repeat):
         start = time.perf_counter()
-        net.decode(z)
+        fn()
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
+
+
+def run_samplers(
+    net: BaseVAE, checkpoint: dict[str, Any], train: Tensor
+) -> dict[str, NormalSampler | LatentSampler]:
+    """``normal`` and every learned sampler: stored in the checkpoint, else fitted on the
+    posterior means of the uint8 training images ``train`` (N, 3, H, W)."""
+    samplers: dict[str, NormalSampler | LatentSampler] = {"normal": NormalSampler(net.latent_dim)}
+    stored = stored_samplers(checkpoint)
+    mu = None if len(stored) == len(LEARNED_SAMPLERS) else encode_means(net, train)
+    for name in LEARNED_SAMPLERS:
+        samplers[name] = (
+            sampler_from_checkpoint(name, checkpoint) if name in stored else fit_sampler(name, mu)
+        )
+    return samplers
 
 
 def bench_run(
@@ -229,20 +253,19 @@ def bench_run(
     }
     lineage = checkpoint.get("lineage", {})
     row["same_split"] = lineage.get("data_hash") == datamodule.manifest["data_hash"]
-    samplers: dict[str, NormalSampler | GaussianMixtureSampler] = {
-        "normal": NormalSampler(net.latent_dim),
-        "gmm": GaussianMixtureSampler.from_state_dict(checkpoint["gmm_sampler"])
-        if "gmm_sampler" in checkpoint
-        else fit_mixture(encode_means(net, datamodule.splits["train"]), DEFAULT_COMPONENTS),
-    }
+    samplers = run_samplers(net, checkpoint, datamodule.splits["train"])
+    row["samplers"] = list(samplers)
     for sampler_name, sampler in samplers.items():
         with torch.no_grad():
             samples = net.decode(sampler.sample(NUM_SAMPLES, seed=0)).float()
         save_png(make_grid(samples[:64]), out / sample_grid_name(name, sampler_name))
         for key, value in sample_figures(samples, test).items():
             row[f"{key}_{sampler_name}"] = value
+        row[f"sample_ms_{sampler_name}"] = median_ms(
+            lambda s=sampler: net.decode(s.sample(64, seed=1)), repeat=5
+        )
     row.update(two_sample_figures(net, test[:two_sample_faces], samplers))
-    row["predict_ms"] = predict_latency_ms(net)
+    row["predict_ms"] = median_ms(lambda: net.decode(torch.randn(64, net.latent_dim)), 10)
     if "config" in lineage:
         row.update(speed_figures(lineage["config"], datamodule, out))
     return row
@@ -259,19 +282,18 @@ COLUMNS = [
     ("psnr", "{:.2f}"),
     ("active", "{:.0%}"),
     ("kl", "{:.0f}"),
-    ("realism_normal", "{:.3f}"),
-    ("diversity_normal", "{:.3f}"),
-    ("sharpness_normal", "{:.3f}"),
-    ("realism_gmm", "{:.3f}"),
-    ("diversity_gmm", "{:.3f}"),
-    ("sharpness_gmm", "{:.3f}"),
     ("c2st_recon", "{:.3f}"),
-    ("c2st_normal", "{:.3f}"),
-    ("c2st_gmm", "{:.3f}"),
     ("img_per_s", "{:.0f}"),
     ("data_wait", "{:.1%}"),
     ("flop_ratio", "{:.1%}"),
     ("predict_ms", "{:.1f}"),
+]
+SAMPLER_COLUMNS = [
+    ("realism", "{:.3f}"),
+    ("diversity", "{:.3f}"),
+    ("sharpness", "{:.3f}"),
+    ("c2st", "{:.3f}"),
+    ("sample_ms", "{:.0f}"),
 ]
 
 
@@ -284,8 +306,26 @@ def markdown_row(row: dict[str, Any]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def sampler_table(rows: list[dict[str, Any]]) -> str:
+    """One line per run and sampler: its sample figures, two-sample accuracy with the Wilson
+    95 % interval, and ms to draw and decode 64 codes."""
+    names = ["run", "sampler", *(c for c, _ in SAMPLER_COLUMNS), "c2st 95% CI"]
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for row in rows:
+        for sampler in row.get("samplers", []):
+            cells = [row["run"], sampler]
+            for column, fmt in SAMPLER_COLUMNS:
+                value = row.get(f"{column}_{sampler}")
+                cells.append("-" if value is None else fmt.format(value))
+            ci = row.get(f"c2st_{sampler}_ci")
+            cells.append("-" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    return "\n".join(markdown_header() + [markdown_row(row) for row in rows])
+    main = "\n".join(markdown_header() + [markdown_row(row) for row in rows])
+    return main + "\n\n" + sampler_table(rows)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -380,7 +420,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         kept = json.loads(report.read_text()) if report.is_file() else []
         atomic_write_bytes(report, dump([r for r in kept if r["run"] not in names] + rows))
         for row in rows:
-            for sampler in ("normal", "gmm"):
+            for sampler in row["samplers"]:
                 grid = sample_grid_name(row["run"], sampler)
                 atomic_write_bytes(REPORTS_DIR / grid, (args.out / grid).read_bytes())
         print(f"updated {report} and its sample grids")
@@ -421,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, path, checkpoint in runs:
         rows.append(bench_run(name, path, checkpoint, datamodule, args.out, args.two_sample_faces))
         print(markdown_row(rows[-1]), flush=True)
+    print("\n" + sampler_table(rows), flush=True)
     write_results(rows, args)
     return 0
 

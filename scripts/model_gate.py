@@ -37,15 +37,19 @@ from typing import Any
 import torch
 
 from benchmarks.bench_model import reconstruction_figures
-from vae_cats.checkpoint import CheckpointError, read_checkpoint, vae_from_checkpoint
+from vae_cats.checkpoint import (
+    SHIPPED_MODEL,
+    CheckpointError,
+    read_checkpoint,
+    vae_from_checkpoint,
+)
 from vae_cats.data.ingest import processed_subdir
 from vae_cats.data.settings import IngestSettings
 from vae_cats.data.sources import resolve_source
 from vae_cats.data.store import load_splits, prepare
-from vae_cats.fileio import ASSETS_DIR, PROJECT_DIR, atomic_write_bytes
+from vae_cats.fileio import PROJECT_DIR, atomic_write_bytes
 from vae_cats.model import BaseVAE
 
-SHIPPED = ASSETS_DIR / "cats_vae.ckpt"
 SSIM_MARGIN = 0.01
 PSNR_MARGIN = 0.5
 SEED = 42
@@ -177,7 +181,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--candidate", type=Path, help="checkpoint file to gate")
     which.add_argument("--artifact", help="W&B model artifact, e.g. entity/project/name:v3")
-    parser.add_argument("--baseline", type=Path, default=SHIPPED, help="default: shipped model")
+    parser.add_argument(
+        "--baseline", type=Path, default=SHIPPED_MODEL, help="default: shipped model"
+    )
     parser.add_argument("--source", default=None, help="data source (default as training)")
     parser.add_argument("--processed-dir", type=Path, default=PROJECT_DIR / "data" / "processed")
     parser.add_argument("--ssim-margin", type=float, default=SSIM_MARGIN)

@@ -107,10 +107,11 @@ def slim_checkpoint(checkpoint: dict[str, Any], net: ConvVAE, **extras: Any) -> 
         net: The network rebuilt from it (``vae_from_checkpoint``).
         **extras: What inference reads besides the network; plain tensors and containers only,
             so the file stays loadable weights-only. Those ``packager.package`` stores:
-            ``gmm_sampler`` (``GaussianMixtureSampler.state_dict``), ``latent_pca``
-            (``LatentPCA.state_dict`` of the training means), ``test_faces`` (uint8
-            (K, 3, H, W) faces of the model's own test split) and ``test_faces_source`` (a
-            dict naming their source, split, seed and data hash).
+            ``<name>_sampler`` per learned sampler (its ``state_dict``, see
+            ``samplers.LEARNED_SAMPLERS``), ``default_sampler`` (the name ``default`` stands
+            for), ``latent_pca`` (``LatentPCA.state_dict`` of the training means),
+            ``test_faces`` (uint8 (K, 3, H, W) faces of the model's own test split) and
+            ``test_faces_source`` (a dict naming their source, split, seed and data hash).
 
     Raises:
         ValueError: If an extra would replace one of ``SLIM_KEYS``.

@@ -5,7 +5,6 @@ sampler, interpolations and traversals. The tensor-level calls behind ``vae_cats
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,9 +12,19 @@ from torch import Tensor
 
 from vae_cats.images import make_grid, to_float
 from vae_cats.model import BaseVAE
-from vae_cats.samplers import GaussianMixtureSampler, NormalSampler
+from vae_cats.samplers import (
+    LEARNED_SAMPLERS,
+    GaussianMixtureSampler,
+    LatentPCA,
+    LatentSampler,
+    NormalSampler,
+    PCAMixtureSampler,
+    checkpoint_key,
+    sampler_from_checkpoint,
+    stored_samplers,
+)
 
-SAMPLERS = ("default", "normal", "gmm")
+SAMPLERS = ("default", "normal", *LEARNED_SAMPLERS)
 TRAVERSE_DIMS = 8
 TRAVERSE_STEPS = 9
 TRAVERSE_SPAN = 3.0
@@ -40,6 +49,17 @@ def encode_means(net: BaseVAE, images: Tensor, batch_size: int = 256) -> Tensor:
     )
 
 
+def default_sampler(checkpoint: dict[str, Any], has_faces: bool = False) -> str:
+    """The sampler ``default`` stands for: the one the checkpoint names (``default_sampler``,
+    chosen by the two-sample test when it was packaged), else ``gmm`` when it stores a mixture
+    or training faces are at hand to fit one, else ``normal`` (for this recipe N(0, I) decodes
+    to texture, a learned sampler to faces)."""
+    named = checkpoint.get("default_sampler")
+    if named in LEARNED_SAMPLERS and checkpoint_key(named) in checkpoint:
+        return named
+    return "gmm" if "gmm_sampler" in checkpoint or has_faces else "normal"
+
+
 def latent_codes(
     sampler: str,
     net: BaseVAE,
@@ -51,48 +71,62 @@ def latent_codes(
     """``n`` latent codes (n, latent_dim) drawn with ``seed``, and where they came from.
 
     Args:
-        sampler: ``normal`` (N(0, I)), ``gmm`` (the Gaussian mixture stored in the checkpoint,
-            else one fitted on the posterior means of ``train_images``) or ``default`` (gmm
-            when the checkpoint carries a mixture or ``train_images`` are given, else normal:
-            for this recipe N(0, I) decodes to texture, the mixture to faces).
+        sampler: ``normal`` (N(0, I)), a learned sampler of ``LEARNED_SAMPLERS`` (the one
+            stored in the checkpoint, else one fitted on the posterior means of
+            ``train_images``) or ``default`` (``default_sampler``).
         net: The model (for its latent size and encoder).
         checkpoint: The checkpoint dict ``net`` came from.
         n: Number of codes.
         seed: Seed of the draw: the same seed gives the same codes.
-        train_images: uint8 training images (N, 3, H, W) for a gmm without a stored mixture.
+        train_images: uint8 training images (N, 3, H, W) for a learned sampler the checkpoint
+            does not store.
 
     Raises:
-        SamplerError: If ``sampler`` is unknown or a mixture cannot be fitted.
+        SamplerError: If ``sampler`` is unknown or cannot be fitted.
     """
     if sampler not in SAMPLERS:
         raise SamplerError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})")
+    has_faces = train_images is not None and len(train_images) > 0
     if sampler == "default":
-        has_faces = train_images is not None and len(train_images) > 0
-        sampler = "gmm" if "gmm_sampler" in checkpoint or has_faces else "normal"
+        sampler = default_sampler(checkpoint, has_faces)
     if sampler == "normal":
         return NormalSampler(net.latent_dim).sample(n, seed), "N(0, I)"
-    if "gmm_sampler" in checkpoint:
-        mixture = GaussianMixtureSampler.from_state_dict(checkpoint["gmm_sampler"])
-        return mixture.sample(n, seed), "Gaussian mixture stored in the checkpoint"
-    if train_images is None or len(train_images) == 0:
-        raise SamplerError("gmm: the model stores no mixture and no training images were given")
-    mixture = fit_mixture(encode_means(net, train_images), DEFAULT_COMPONENTS)
-    origin = f"Gaussian mixture fitted on {len(train_images)} training images"
-    return mixture.sample(n, seed), origin
+    if sampler in stored_samplers(checkpoint):
+        stored = sampler_from_checkpoint(sampler, checkpoint)
+        return stored.sample(n, seed), f"{SAMPLER_NAMES[sampler]} stored in the checkpoint"
+    if not has_faces:
+        raise SamplerError(
+            f"{sampler}: the model stores no such sampler and no training images were given"
+        )
+    fitted = fit_sampler(sampler, encode_means(net, train_images))
+    origin = f"{SAMPLER_NAMES[sampler]} fitted on {len(train_images)} training images"
+    return fitted.sample(n, seed), origin
 
 
-def fit_mixture(mu: Tensor, components: int) -> GaussianMixtureSampler:
-    """A Gaussian mixture of ``components`` fitted on the posterior means mu (N, latent_dim)
-    of training images (``encode_means``), as in Ghosh et al. 2020 ("From variational to
-    deterministic autoencoders", ex-post density estimation).
+SAMPLER_NAMES = {
+    "gmm": "Gaussian mixture",
+    "pca_gmm": "Gaussian mixture in the principal subspace",
+    "flow": "normalising flow",
+}
+
+
+def fit_sampler(name: str, mu: Tensor, components: int | None = None) -> LatentSampler:
+    """Learned sampler ``name`` (``LEARNED_SAMPLERS``) fitted on the posterior means mu
+    (N, latent_dim) of training images (``encode_means``), with its default settings;
+    ``components`` overrides the mixture components of ``gmm`` (default
+    ``DEFAULT_COMPONENTS``) and ``pca_gmm``.
 
     Raises:
-        SamplerError: If there are fewer means than components.
+        SamplerError: If there are too few means for the sampler.
     """
     try:
-        return GaussianMixtureSampler(n_components=components).fit(mu)
+        if name == "gmm":
+            return GaussianMixtureSampler(components or DEFAULT_COMPONENTS).fit(mu)
+        if name == "pca_gmm" and components:
+            return PCAMixtureSampler(components).fit(mu)
+        return LEARNED_SAMPLERS[name]().fit(mu)
     except ValueError as err:
-        raise SamplerError(f"gmm: {err}") from err
+        raise SamplerError(f"{name}: {err}") from err
 
 
 @torch.no_grad()
@@ -117,54 +151,6 @@ def interpolation_grid(net: BaseVAE, x: Tensor) -> Tensor:
     pairs = min(len(x) // 2, INTERPOLATE_PAIRS)
     rows = [net.interpolate(x[2 * i], x[2 * i + 1], INTERPOLATE_STEPS) for i in range(pairs)]
     return make_grid(torch.cat(rows), nrow=INTERPOLATE_STEPS)
-
-
-@dataclass(frozen=True)
-class LatentPCA:
-    """Principal components of a set of latent means (typically the training images' ``mu``).
-
-    Attributes:
-        mean: Their average, shape (latent_dim,): the code of a typical face.
-        components: Orthonormal directions, shape (k, latent_dim), by decreasing variance; the
-            sign of each is fixed (largest-magnitude entry positive) so refits agree.
-        std: Standard deviation of the means along each component, shape (k,), >= 0.
-    """
-
-    mean: Tensor
-    components: Tensor
-    std: Tensor
-
-    def state_dict(self) -> dict[str, Tensor]:
-        """Plain float32 tensors, storable in a weights-only checkpoint."""
-        return {"mean": self.mean, "components": self.components, "std": self.std}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Tensor]) -> LatentPCA:
-        """Rebuild from ``state_dict()``."""
-        return cls(state["mean"].float(), state["components"].float(), state["std"].float())
-
-
-def latent_pca(mu: Tensor) -> LatentPCA:
-    """Principal component analysis of latent means mu (N, latent_dim), N >= 2, by the SVD
-    of the centred means (``torch.linalg.svd``): ``mu - mean = U S V^T``, components = rows
-    of ``V^T``, std = S / sqrt(N - 1) (Jolliffe, Principal Component Analysis, 2002, ch. 1).
-
-    Returns:
-        min(N, latent_dim) components.
-
-    Raises:
-        ValueError: If N < 2.
-    """
-    if len(mu) < 2:
-        raise ValueError(f"principal components need at least 2 latent means, got {len(mu)}")
-    mu = mu.double()
-    mean = mu.mean(dim=0)
-    _, singular, vh = torch.linalg.svd(mu - mean, full_matrices=False)
-    # SVD leaves each direction's sign arbitrary; pin it so the same means give the same picture.
-    peak = vh.gather(1, vh.abs().argmax(dim=1, keepdim=True))
-    vh = vh * peak.sign()
-    std = singular / (len(mu) - 1) ** 0.5
-    return LatentPCA(mean.float(), vh.float(), std.float())
 
 
 def traversal_codes(

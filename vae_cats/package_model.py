@@ -2,14 +2,15 @@
 
 ``python -m vae_cats.package_model --model RUN/checkpoints/best.ckpt --out my_model.ckpt``
 
-Keeps only what inference needs (architecture, float16 network weights, lineage) and adds,
-from the training split the model was trained on (its lineage's data source and seed, or
-``--source``): the Gaussian-mixture sampler (kept as it is when ``--model`` is already packaged
-and ``--components`` is not given) and the principal components of the training faces'
-posterior means; and ``--test-faces`` faces of the model's own test split, which predict
-reconstructs by default. The test faces are stored only when the split's data hash is the one
-in the model's lineage, so they are faces the model did not train on. Writes atomically; an
-existing ``--out`` is replaced only with ``--force``. Every option is checked before any work.
+Keeps only what inference needs (architecture, float16 network weights, lineage) and adds, from
+the training split the model was trained on (its lineage's data source and seed, or
+``--source``): the learned latent samplers (each kept as it is when ``--model`` already stores
+it; the Gaussian mixture refitted when ``--components`` is given; the fit times printed), the
+name of the default one, and the principal components of the training faces' posterior means;
+and ``--test-faces`` faces of the model's own test split, which predict reconstructs by
+default. The test faces are stored only when the split's data hash is the one in the model's
+lineage, so they are faces the model did not train on. Writes atomically; an existing ``--out``
+is replaced only with ``--force``. Every option is checked before any work.
 The work is ``vae_cats.packager.package``: this module parses, calls, prints.
 """
 
@@ -21,7 +22,8 @@ from pathlib import Path
 
 from vae_cats.cli import DefaultsHelpFormatter, bounded_int, run_command
 from vae_cats.generate import DEFAULT_COMPONENTS
-from vae_cats.packager import DEFAULT_TEST_FACES, MAX_TEST_FACES, package
+from vae_cats.packager import DEFAULT_SAMPLER, DEFAULT_TEST_FACES, MAX_TEST_FACES, package
+from vae_cats.samplers import LEARNED_SAMPLERS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,8 +42,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--components",
         type=bounded_int(1),
         default=None,
-        help="fit a Gaussian mixture of this many components; None: keep the mixture of an "
-        f"already packaged --model (its samples stay the same), else fit {DEFAULT_COMPONENTS}",
+        help="fit the gmm sampler's mixture with this many components; None: keep the mixture "
+        f"of an already packaged --model (its samples stay the same), else fit "
+        f"{DEFAULT_COMPONENTS}",
+    )
+    parser.add_argument(
+        "--default-sampler",
+        choices=LEARNED_SAMPLERS,
+        default=DEFAULT_SAMPLER,
+        help="the sampler predict, the API and the page use unless told otherwise",
     )
     parser.add_argument(
         "--test-faces",
@@ -58,7 +67,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def call() -> int:
         result = package(
-            args.model, args.out, args.force, args.source, args.components, args.test_faces
+            args.model,
+            args.out,
+            args.force,
+            args.source,
+            args.components,
+            args.test_faces,
+            args.default_sampler,
         )
         for warning in result.warnings:
             print(f"package_model: warning: {warning}", file=sys.stderr)

@@ -3,11 +3,12 @@ one) into the slim model inference ships, with what predict and the HTTP API rea
 network. ``package_model.py`` parses its options and calls ``package``.
 
 Owns what a packaged model holds beyond ``checkpoint.slim_checkpoint``'s network and lineage:
-the Gaussian-mixture sampler and the principal components of the training faces' posterior
-means, fitted on the training split the model trained on (its lineage's data source and seed,
-or ``source``); test faces of the model's own split (stored only when the split's data hash is
-the lineage's, so they are faces it did not train on); test SSIM/PSNR and the drift reference
-statistics. Every input is checked before any work, and the file is written atomically.
+the learned latent samplers (``samplers.LEARNED_SAMPLERS``) with the name of the default one,
+and the principal components of the training faces' posterior means, fitted on the training
+split the model trained on (its lineage's data source and seed, or ``source``); test faces of
+the model's own split (stored only when the split's data hash is the lineage's, so they are
+faces it did not train on); test SSIM/PSNR and the drift reference statistics. Every input is
+checked before any work, and the file is written atomically.
 (Not ``packaging.py``: ``python vae_cats/train_model.py`` puts ``vae_cats/`` first on
 ``sys.path``, where that name would hide the ``packaging`` distribution Hydra imports.)
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,17 +30,16 @@ from vae_cats.data.sources import resolve_source
 from vae_cats.drift import reference_statistics, test_metrics
 from vae_cats.faces import InputError, data_config, image_splits, split_seed, split_warning
 from vae_cats.fileio import atomic_write_bytes, check_writable
-from vae_cats.generate import (
-    DEFAULT_COMPONENTS,
-    SamplerError,
-    encode_means,
-    fit_mixture,
-    latent_pca,
-)
+from vae_cats.generate import SAMPLER_NAMES, SamplerError, encode_means, fit_sampler
 from vae_cats.model import BaseVAE
+from vae_cats.samplers import LEARNED_SAMPLERS, checkpoint_key, latent_pca
 
 DEFAULT_TEST_FACES = 32  # 384 KB of uint8 pixels: 2 interpolation rows + a 16-face recon grid
 MAX_TEST_FACES = 256
+# The sampler ``default`` stands for in a packaged model: the one whose decoded samples the
+# classifier two-sample test told apart least often from reconstructions of test faces
+# (benchmarks/bench_model.py; the table is in the model card, vae_cats/assets/MODEL_CARD.md).
+DEFAULT_SAMPLER = "gmm"
 
 
 @dataclass
@@ -105,12 +106,35 @@ def drift_extras(
     return extras, None
 
 
-def fit(mu: Tensor, components: int | None, source: str | None) -> dict[str, Tensor]:
-    """State of a mixture fitted on the training means; InputError when there are too few."""
-    try:
-        return fit_mixture(mu, components or DEFAULT_COMPONENTS).state_dict()
-    except SamplerError as err:
-        raise InputError(f"{source}: {err}: give more images or fewer --components") from err
+def fit_samplers(
+    checkpoint: dict[str, Any], mu: Tensor, components: int | None, source: str | None
+) -> tuple[dict[str, Any], list[str]]:
+    """The ``<name>_sampler`` entries of every learned sampler, and one line per sampler saying
+    what was done: kept from an already packaged ``checkpoint`` (``gmm`` only when
+    ``components`` is None) or fitted on the training means mu (N, latent_dim), with the time.
+
+    Raises:
+        InputError: If there are too few training means for a sampler.
+    """
+    entries: dict[str, Any] = {}
+    done = []
+    for name in LEARNED_SAMPLERS:
+        key = checkpoint_key(name)
+        refit = name == "gmm" and components is not None
+        if key in checkpoint and not refit:
+            entries[key] = checkpoint[key]
+            done.append(f"{name} kept")
+            continue
+        start = time.perf_counter()
+        try:
+            entries[key] = fit_sampler(
+                name, mu, components if name == "gmm" else None
+            ).state_dict()
+        except SamplerError as err:
+            hint = " or fewer --components" if name == "gmm" else ""
+            raise InputError(f"{source}: {err}: give more images{hint}") from err
+        done.append(f"{name} fitted in {time.perf_counter() - start:.1f} s")
+    return entries, done
 
 
 def package(
@@ -120,6 +144,7 @@ def package(
     source: str | os.PathLike[str] | None = None,
     components: int | None = None,
     test_faces: int = DEFAULT_TEST_FACES,
+    default_sampler: str = DEFAULT_SAMPLER,
 ) -> PackageResult:
     """Write the slim model of ``model`` to ``out``.
 
@@ -128,9 +153,12 @@ def package(
         out: File to write; an existing one is replaced only with ``force``.
         force: Replace ``out`` if it exists.
         source: Training data; None: the one the model's lineage names.
-        components: Mixture components, >= 1; None: keep the mixture of an already packaged
-            ``model`` (its samples stay the same), else fit ``DEFAULT_COMPONENTS``.
+        components: Components of the ``gmm`` sampler's mixture, >= 1; None: keep the
+            mixture of an already packaged ``model`` (its samples stay the same), else fit
+            ``generate.DEFAULT_COMPONENTS``. The other learned samplers are kept when
+            ``model`` stores them, else fitted.
         test_faces: Faces of the model's own test split to store, 0..``MAX_TEST_FACES``.
+        default_sampler: The sampler ``default`` stands for, one of ``LEARNED_SAMPLERS``.
 
     Raises:
         CheckpointError, InputError: Naming the bad file or option, before anything is written.
@@ -140,6 +168,9 @@ def package(
         raise InputError(f"--components must be >= 1, got {components}")
     if not 0 <= test_faces <= MAX_TEST_FACES:
         raise InputError(f"--test-faces must be between 0 and {MAX_TEST_FACES}, got {test_faces}")
+    if default_sampler not in LEARNED_SAMPLERS:
+        choices = ", ".join(LEARNED_SAMPLERS)
+        raise InputError(f"--default-sampler {default_sampler!r}: choose from {choices}")
     check_out(out, force)
     checkpoint = read_checkpoint(model)
     net = vae_from_checkpoint(checkpoint, model)
@@ -151,14 +182,18 @@ def package(
     mu = encode_means(net, splits["train"])
     if len(mu) < 2:
         raise InputError(f"{data}: {len(mu)} training images; give a folder with more faces")
-    kept = components is None and "gmm_sampler" in checkpoint
-    mixture = checkpoint["gmm_sampler"] if kept else fit(mu, components, data)
+    samplers, done = fit_samplers(checkpoint, mu, components, data)
     test = splits["test"]
     extras, face_warning = own_test_faces(test, manifest, lineage, data, seed, test_faces)
-    drift, drift_warning = drift_extras(net, splits, manifest, mixture)
+    drift, drift_warning = drift_extras(net, splits, manifest, samplers["gmm_sampler"])
     extras.update(drift)
     slim = slim_checkpoint(
-        checkpoint, net, gmm_sampler=mixture, latent_pca=latent_pca(mu).state_dict(), **extras
+        checkpoint,
+        net,
+        **samplers,
+        default_sampler=default_sampler,
+        latent_pca=latent_pca(mu).state_dict(),
+        **extras,
     )
     buffer = io.BytesIO()
     torch.save(slim, buffer)
@@ -167,11 +202,10 @@ def package(
     except OSError as err:
         raise InputError(f"--out {out}: {err.strerror or err}") from err
     stored = len(extras.get("test_faces", ()))
-    fitted = "principal components" if kept else "mixture and principal components"
     summary = (
-        f"{fitted} fitted on {len(mu)} training faces of {resolve_source(data).name}"
-        f"{' (mixture kept from --model)' if kept else ''}; "
-        f"{stored} of its {len(splits['test'])} test faces stored"
+        f"samplers on {len(mu)} training faces of {resolve_source(data).name}: "
+        f"{', '.join(done)}; default {default_sampler} ({SAMPLER_NAMES[default_sampler]}); "
+        f"principal components fitted; {stored} of its {len(splits['test'])} test faces stored"
     )
     warnings = [w for w in (face_warning, drift_warning) if w]
     return PackageResult(out, summary, warnings)

@@ -33,17 +33,17 @@ from vae_cats.fileio import check_writable
 from vae_cats.generate import (
     INTERPOLATE_PAIRS,
     SAMPLERS,
-    LatentPCA,
     SamplerError,
     decode_batches,
+    default_sampler,
     encode_means,
     interpolation_grid,
     latent_codes,
-    latent_pca,
     traversal_grid,
 )
 from vae_cats.images import make_grid, pairs_grid, save_png, to_float
 from vae_cats.model import ConvVAE
+from vae_cats.samplers import LEARNED_SAMPLERS, LatentPCA, latent_pca, stored_samplers
 from vae_cats.tracking import log_png_files
 
 __all__ = [
@@ -100,10 +100,13 @@ class Faces:
 
 
 def needs_training_faces(checkpoint: dict[str, Any], sampler: str, traverse: bool) -> bool:
-    """Whether predict fits something the checkpoint does not carry: a mixture (the ``gmm``
-    and ``default`` samplers) or principal components (``traverse``)."""
-    fits_mixture = sampler in ("gmm", "default") and "gmm_sampler" not in checkpoint
-    return fits_mixture or (traverse and "latent_pca" not in checkpoint)
+    """Whether predict fits something the checkpoint does not carry: a learned sampler
+    (``default`` is one unless the checkpoint stores one) or principal components
+    (``traverse``)."""
+    if sampler == "default":
+        sampler = default_sampler(checkpoint, has_faces=True)
+    fits_sampler = sampler in LEARNED_SAMPLERS and sampler not in stored_samplers(checkpoint)
+    return fits_sampler or (traverse and "latent_pca" not in checkpoint)
 
 
 def load_faces(
@@ -138,22 +141,27 @@ def sample_codes(
     model: LoadedModel, n: int, seed: int, sampler: str, faces: Faces | None = None
 ) -> tuple[Tensor, str]:
     """``n`` latent codes (n, latent_dim) of ``sampler`` drawn with ``seed`` and where they
-    came from (``generate.latent_codes``; ``default`` is the mixture: stored, else fitted on
-    ``faces.train``).
+    came from (``generate.latent_codes``; a learned sampler the checkpoint does not store is
+    fitted on ``faces.train``).
 
     Raises:
-        InputError: If the sampler is unknown or its mixture cannot be fitted.
+        InputError: If the sampler is unknown or cannot be fitted.
     """
     if sampler not in SAMPLERS:
         raise InputError(f"--sampler {sampler!r}: choose from {', '.join(SAMPLERS)}")
     train = None if faces is None else faces.train
+    learned = (
+        default_sampler(model.checkpoint, train is not None) if sampler == "default" else sampler
+    )
     try:
-        z, origin = latent_codes(sampler, model.net, model.checkpoint, n, seed, train)
+        z, origin = latent_codes(learned, model.net, model.checkpoint, n, seed, train)
     except SamplerError as err:
-        name = "--sampler gmm" if sampler == "gmm" else "the default sampler (a Gaussian mixture)"
-        reason = str(err).removeprefix("gmm: ")
+        name = (
+            f"--sampler {sampler}" if sampler != "default" else f"the default sampler ({learned})"
+        )
+        reason = str(err).removeprefix(f"{learned}: ")
         raise InputError(f"{name}: {reason}: use --sampler normal or more --images") from err
-    fitted = sampler != "normal" and "gmm_sampler" not in model.checkpoint
+    fitted = learned != "normal" and learned not in stored_samplers(model.checkpoint)
     if fitted and faces is not None and faces.train_source is not None:
         origin += f" of {faces.train_source.name} ({faces.train_source.why})"
     if sampler == "default":

@@ -57,9 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sampler",
         choices=SAMPLERS,
         default="default",
-        help="gmm: a Gaussian mixture of the training latent means (stored in a packaged model, "
+        help="gmm: a Gaussian mixture of the training latent means; pca_gmm: a mixture in their "
+        "principal subspace; flow: a normalising flow there (each stored in a packaged model, "
         "else fitted on the training faces of --images or of the data the model's lineage "
-        "names); normal: N(0, I), which for this recipe decodes to texture; 'default' is gmm",
+        "names); normal: N(0, I), which for this recipe decodes to texture; default: the one "
+        "the packaged model names, else gmm",
     )
     add(
         "--images",

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from torchvision.io import read_image
 
 from tests.helpers import PROJECT_DIR
 from vae_cats.predict_model import SHIPPED_MODEL
@@ -87,20 +88,29 @@ def test_bench_prints_one_table_and_keeps_reports_untouched(tmp_path: Path) -> N
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    table = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    table, samplers = lines[:3], lines[3:]
     assert table[0].startswith("| run | ssim |") and table[1].startswith("|---|")
-    assert "| c2st_recon | c2st_normal | c2st_gmm |" in table[0]
+    assert "| c2st_recon |" in table[0]
     assert "two-sample tests on 32 faces a side" in result.stdout
-    assert len(table) == 3 and table[2].startswith("| shipped |")
+    assert table[2].startswith("| shipped |")
     assert sum(line.startswith("| run |") for line in table) == 1
+    # The sampler table: one line per sampler, the stored mixture and the fitted ones.
+    assert samplers[0].startswith("| run | sampler | realism | diversity | sharpness | c2st |")
+    names = ["normal", "gmm", "pca_gmm", "flow"]
+    assert [line.split("|")[2].strip() for line in samplers[2:]] == names
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "run shipped" in warnings[0]
     assert "not its own test split" in warnings[0]
     out = tmp_path / "outputs" / "bench"
     (row,) = json.loads((out / "benchmark.json").read_text())
     assert row["run"] == "shipped" and row["same_split"] is False and 0 < row["ssim"] < 1
-    for key in ("c2st_recon", "c2st_normal", "c2st_gmm"):
-        low, high = row[f"{key}_ci"]
-        assert 0 <= low <= row[key] <= high <= 1
-    assert (out / "samples_shipped_gmm.png").is_file()
+    assert row["samplers"] == names
+    for key in ["recon", *names]:
+        low, high = row[f"c2st_{key}_ci"]
+        assert 0 <= low <= row[f"c2st_{key}"] <= high <= 1
+    for name in names:
+        assert 0 < row[f"sample_ms_{name}"] and 0 < row[f"diversity_{name}"]
+        grid = read_image(str(out / f"samples_shipped_{name}.png"))
+        assert grid.shape[0] == 3 and grid.float().std() > 10  # faces, not a blank picture
     assert reports_state() == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -17,8 +18,9 @@ from torchvision.io import read_image
 from tests.helpers import PROJECT_DIR, run_predict
 from vae_cats.checkpoint import SHIPPED_MODEL, read_checkpoint
 from vae_cats.data.store import ingested
+from vae_cats.generate import SAMPLER_NAMES
 from vae_cats.package_model import main as package_main
-from vae_cats.packager import package
+from vae_cats.packager import DEFAULT_SAMPLER, package
 
 
 def run_package(*args: str, umask: int = 0o022) -> subprocess.CompletedProcess[str]:
@@ -95,7 +97,7 @@ def test_package_is_a_library_call_taking_str_paths(tmp_path: Path) -> None:
     out = tmp_path / "again.ckpt"
     result = package(str(SHIPPED_MODEL), str(out), source="bundled", test_faces=0)
     assert result.out == out and out.is_file()
-    assert "mixture kept from --model" in result.summary and result.warnings == []
+    assert "gmm kept" in result.summary and result.warnings == []
     assert torch.equal(
         read_checkpoint(out)["gmm_sampler"]["means"],
         read_checkpoint(SHIPPED_MODEL)["gmm_sampler"]["means"],
@@ -112,7 +114,7 @@ def test_repackaging_the_shipped_model_keeps_weights_and_mixture(tmp_path: Path)
         "--model", str(SHIPPED_MODEL), "--out", str(out), "--source", "bundled", umask=0o022
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert str(out.resolve()) in result.stdout and "mixture kept" in result.stdout
+    assert str(out.resolve()) in result.stdout and "gmm kept" in result.stdout
     (warning,) = result.stderr.strip().splitlines()
     assert "not the one the model trained on" in warning and "storing no test faces" in warning
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
@@ -144,9 +146,11 @@ def test_package_stores_own_test_faces_and_predict_reconstructs_them(
     assert "32 of its 102 test faces stored" in result.stdout
     checkpoint = read_checkpoint(slim)
     assert {
-        "net_config", "state_dict", "lineage", "gmm_sampler", "latent_pca", "test_faces",
-        "test_faces_source",
+        "net_config", "state_dict", "lineage", "gmm_sampler", "pca_gmm_sampler", "flow_sampler",
+        "default_sampler", "latent_pca", "test_faces", "test_faces_source",
     } <= set(checkpoint)  # fmt: skip
+    assert checkpoint["default_sampler"] == DEFAULT_SAMPLER
+    assert re.search(r"pca_gmm fitted in [0-9.]+ s, flow fitted in [0-9.]+ s", result.stdout)
     assert "optimizer_states" not in checkpoint  # slim: nothing of the training state
     assert slim.stat().st_size < (trained_run / "checkpoints" / "best.ckpt").stat().st_size
     faces = checkpoint["test_faces"]
@@ -163,7 +167,7 @@ def test_package_stores_own_test_faces_and_predict_reconstructs_them(
         "--model", str(slim), "--n", "4", "--num-recon", "8", "--no-wandb", "--out", str(out)
     )
     assert predicted.returncode == 0, predicted.stderr[-3000:]
-    assert "Gaussian mixture stored in the checkpoint" in predicted.stdout
+    assert f"{SAMPLER_NAMES[DEFAULT_SAMPLER]} stored in the checkpoint" in predicted.stdout
     assert "from the model's own test split (cats_sample.tar, seed 42)" in predicted.stdout
     grid = read_image(str(out / "reconstructions.png"))
     for i in range(8):

@@ -35,6 +35,8 @@ from vae_cats.data.decode import decode_image
 from vae_cats.fileio import ASSETS_DIR
 from vae_cats.generate import latent_codes
 from vae_cats.images import to_uint8
+from vae_cats.packager import DEFAULT_SAMPLER
+from vae_cats.samplers import LEARNED_SAMPLERS
 from vae_cats.serving.app import create_app
 from vae_cats.serving.image import main as image_entry
 from vae_cats.serving.launch import running_server
@@ -88,7 +90,9 @@ def test_health_ready_and_model_card(client: httpx.Client) -> None:
     assert (
         card["backend"] == "onnx" and card["latent_dim"] == LATENT_DIM and card["image_size"] == 64
     )
-    assert card["samplers"] == ["normal", "gmm"] and card["default_sampler"] == "gmm"
+    # The shipped model stores every learned sampler and names the packager's default.
+    assert card["samplers"] == ["normal", *LEARNED_SAMPLERS]
+    assert card["default_sampler"] == DEFAULT_SAMPLER
     assert card["path"] == "vae_cats/assets/cats_vae.ckpt"  # for the page's predict command
     # The commit the model was trained at, "-dirty" when the tree had uncommitted edits.
     assert (
@@ -108,13 +112,13 @@ def test_generate_same_seed_same_bytes_and_predict_codes(client: httpx.Client) -
     second = client.post("/generate", json={"n": 4, "seed": 7})
     assert first.status_code == 200 and first.headers["content-type"] == "image/png"
     assert first.content == second.content
-    assert first.headers["x-seed"] == "7" and first.headers["x-sampler"] == "gmm"
+    assert first.headers["x-seed"] == "7" and first.headers["x-sampler"] == DEFAULT_SAMPLER
     grid = pixels(first.content)
     assert grid.shape == (2 + 66, 2 + 4 * 66, 3) and grid[2:66, 2:66].std() > 10
     body = client.post("/generate", json={"n": 4, "seed": 7, "format": "json"}).json()
     checkpoint = read_checkpoint(SHIPPED)
     net = vae_from_checkpoint(checkpoint, SHIPPED)
-    z, _ = latent_codes("gmm", net, checkpoint, 4, 7)
+    z, _ = latent_codes(DEFAULT_SAMPLER, net, checkpoint, 4, 7)
     assert np.allclose(np.array(body["latents"]), z.numpy(), atol=1e-6)
     with torch.no_grad():
         expected = to_uint8(net.decode(z)).permute(0, 2, 3, 1).numpy().astype(int)

@@ -9,15 +9,14 @@ from vae_cats.checkpoint import read_checkpoint, vae_from_checkpoint
 from vae_cats.generate import (
     TRAVERSE_DIMS,
     TRAVERSE_STEPS,
-    LatentPCA,
     decode_batches,
     interpolation_grid,
-    latent_pca,
     traversal_codes,
     traversal_grid,
 )
 from vae_cats.model import ConvVAE
 from vae_cats.predict_model import SHIPPED_MODEL
+from vae_cats.samplers import LatentPCA, latent_pca
 
 
 def test_latent_pca_recovers_known_directions_and_spreads() -> None:

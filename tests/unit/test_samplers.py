@@ -2,10 +2,16 @@ import pytest
 import torch
 
 from vae_cats.samplers import (
+    LEARNED_SAMPLERS,
+    FlowSampler,
     GaussianMixtureSampler,
     NormalSampler,
     PCAMixtureSampler,
+    PrincipalSubspace,
+    checkpoint_key,
     pack_covariances,
+    sampler_from_checkpoint,
+    stored_samplers,
     unpack_covariances,
 )
 
@@ -101,11 +107,15 @@ def test_pca_mixture_sampler_follows_clusters_in_a_subspace() -> None:
     assert nearest.values.max() < 2.5
     assert ((nearest.indices == 0).float().mean() - 0.5).abs() < 0.1
     # The 30 discarded directions keep their variance as noise: 0.05^2 each, not 0.
-    assert sampler.residual_std == pytest.approx(0.05, rel=0.15)
-    state = sampler.state_dict()
-    centred = z.double() - state["mean"]
-    off_plane = centred - centred @ state["components"].T @ state["components"]
-    assert off_plane.pow(2).sum(dim=1).mean() == pytest.approx(30 * 0.05**2, rel=0.2)
+    assert sampler.subspace.residual_std == pytest.approx(0.05, rel=0.15)
+    assert off_plane_variance(z, sampler.subspace) == pytest.approx(30 * 0.05**2, rel=0.2)
+
+
+def off_plane_variance(z: torch.Tensor, subspace: PrincipalSubspace) -> float:
+    """Mean squared length of the part of codes z outside ``subspace``."""
+    centred = z.double() - subspace.mean
+    off_plane = centred - centred @ subspace.components.T @ subspace.components
+    return float(off_plane.pow(2).sum(dim=1).mean())
 
 
 def test_pca_mixture_sampler_seeds_and_state_dict_round_trip() -> None:
@@ -115,9 +125,10 @@ def test_pca_mixture_sampler_seeds_and_state_dict_round_trip() -> None:
     assert not torch.equal(sampler.sample(8, seed=2), sampler.sample(8, seed=3))
     state = sampler.state_dict()
     assert all(isinstance(v, torch.Tensor) for v in state.values())
-    assert state["components"].shape == (4, 32) and state["mixture.means"].shape == (3, 4)
+    assert state["subspace.components"].shape == (4, 32)
+    assert state["mixture.means"].shape == (3, 4)
     rebuilt = PCAMixtureSampler.from_state_dict(state)
-    assert rebuilt.pca_dim == 4 and rebuilt.fitted
+    assert rebuilt.pca_dim == 4 and rebuilt.subspace is not None
     assert torch.equal(sampler.sample(16, seed=4), rebuilt.sample(16, seed=4))
 
 
@@ -133,7 +144,72 @@ def test_pca_mixture_sampler_refuses_bad_sizes() -> None:
         PCAMixtureSampler(pca_dim=0)
     with pytest.raises(ValueError, match="n_components"):
         PCAMixtureSampler(n_components=0)
-    with pytest.raises(ValueError, match=r"pca_dim 8 .* shape \(20, 6\)"):
-        PCAMixtureSampler(n_components=2, pca_dim=8).fit(torch.randn(20, 6))
+    with pytest.raises(ValueError, match=r"2 latent means, got .* shape \(1, 6\)"):
+        PCAMixtureSampler(n_components=1, pca_dim=2).fit(torch.randn(1, 6))
     with pytest.raises(ValueError, match="5-component mixture needs at least 5 latent means"):
         PCAMixtureSampler(n_components=5, pca_dim=2).fit(torch.randn(4, 6))
+
+
+def test_flow_sampler_follows_clusters_in_a_subspace() -> None:
+    """A flow in the 2-D principal subspace puts its samples on both clusters, in about equal
+    shares, and the off-plane noise back at the data's level."""
+    mu, centres = _clusters_in_a_plane()
+    sampler = FlowSampler(pca_dim=2, transforms=3, hidden=32, epochs=150).fit(mu)
+    z = sampler.sample(400, seed=1)
+    assert z.shape == (400, 32) and z.dtype == torch.float32
+    nearest = torch.cdist(z, centres).min(dim=1)
+    assert nearest.values.median() < 1.5  # the clusters are 12 apart, 0.3 wide
+    assert ((nearest.indices == 0).float().mean() - 0.5).abs() < 0.15
+    assert off_plane_variance(z, sampler.subspace) == pytest.approx(30 * 0.05**2, rel=0.2)
+
+
+def test_flow_sampler_seeds_and_state_dict_round_trip() -> None:
+    mu, _ = _clusters_in_a_plane()
+    sampler = FlowSampler(pca_dim=4, transforms=2, hidden=16, epochs=5).fit(mu)
+    assert torch.equal(sampler.sample(8, seed=2), sampler.sample(8, seed=2))
+    assert not torch.equal(sampler.sample(8, seed=2), sampler.sample(8, seed=3))
+    state = sampler.state_dict()
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    rebuilt = FlowSampler.from_state_dict(state)
+    assert (rebuilt.pca_dim, rebuilt.transforms, rebuilt.hidden) == (4, 2, 16)
+    assert torch.equal(sampler.sample(16, seed=4), rebuilt.sample(16, seed=4))
+    again = FlowSampler(pca_dim=4, transforms=2, hidden=16, epochs=5).fit(mu)
+    assert torch.equal(again.sample(8, seed=2), sampler.sample(8, seed=2))  # seeded fit
+
+
+def test_flow_sampler_before_fit_and_bad_sizes_raise() -> None:
+    with pytest.raises(RuntimeError, match="FlowSampler.sample called before fit"):
+        FlowSampler().sample(4)
+    with pytest.raises(RuntimeError, match="FlowSampler.state_dict called before fit"):
+        FlowSampler().state_dict()
+    with pytest.raises(ValueError, match="hidden must be >= 1, got 0"):
+        FlowSampler(hidden=0)
+    with pytest.raises(ValueError, match="at least 20 latent means, got 19"):
+        FlowSampler(pca_dim=2).fit(torch.randn(19, 6))
+
+
+def test_the_subspace_shrinks_to_the_dimensions_the_means_have() -> None:
+    """More principal dimensions than the codes have, or than N - 1 means span, fit all there
+    are: a small model or a small data set still gets every learned sampler."""
+    wide = PCAMixtureSampler(n_components=2, pca_dim=8).fit(torch.randn(20, 6))
+    assert wide.subspace.components.shape == (6, 6) and wide.subspace.residual_std == 0
+    few = FlowSampler(pca_dim=64, hidden=8, epochs=2).fit(torch.randn(21, 32))
+    assert few.pca_dim == 20 and few.sample(3).shape == (3, 32)
+    assert FlowSampler.from_state_dict(few.state_dict()).pca_dim == 20
+
+
+@pytest.mark.parametrize("name", list(LEARNED_SAMPLERS))
+def test_every_learned_sampler_loads_from_a_checkpoint_entry(name: str) -> None:
+    """The packager stores ``<name>_sampler``; the API and predict rebuild the same sampler
+    from it, which draws the same codes."""
+    mu, _ = _clusters_in_a_plane()
+    small = {
+        "gmm": lambda: GaussianMixtureSampler(2),
+        "pca_gmm": lambda: PCAMixtureSampler(2, pca_dim=2),
+        "flow": lambda: FlowSampler(pca_dim=2, hidden=8, epochs=2),
+    }
+    sampler = small[name]().fit(mu)
+    checkpoint = {checkpoint_key(name): sampler.state_dict(), "other": 1}
+    assert stored_samplers(checkpoint) == [name]
+    rebuilt = sampler_from_checkpoint(name, checkpoint)
+    assert torch.equal(rebuilt.sample(6, seed=5), sampler.sample(6, seed=5))

@@ -14,7 +14,7 @@ MAX_DRIFT_FILES = 512
 MAX_SEED = 2**32 - 1  # scikit-learn's mixture takes seeds below 2**32
 MAX_LATENT = 1000.0
 
-Sampler = Literal["normal", "gmm"]
+Sampler = Literal["normal", "gmm", "pca_gmm", "flow"]
 Format = Literal["png", "json"]
 Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
 LatentValue = Annotated[float, Field(ge=-MAX_LATENT, le=MAX_LATENT, allow_inf_nan=False)]

@@ -21,10 +21,10 @@ from vae_cats.data.decode import check_pixels, decode_image
 from vae_cats.data.dedupe import pixel_sha256
 from vae_cats.drift import SCORE_NAME, DriftDetector, psnr
 from vae_cats.fileio import PROJECT_DIR
-from vae_cats.generate import latent_codes
+from vae_cats.generate import default_sampler, latent_codes
 from vae_cats.images import make_grid, to_float, to_uint8
 from vae_cats.losses import ssim
-from vae_cats.samplers import GaussianMixtureSampler
+from vae_cats.samplers import sampler_from_checkpoint, stored_samplers
 from vae_cats.serving.backends import make_backend
 from vae_cats.serving.batching import DecodeBatcher
 from vae_cats.serving.settings import Settings
@@ -117,14 +117,13 @@ class ModelService:
         self.image_size = int(self.net.config["image_size"])
         self.backend = make_backend(settings.backend, self.net, self.image_size, settings.threads)
         self.drift = DriftDetector.from_checkpoint(self.checkpoint)
-        # Built once: the sampler keeps its covariance factors between calls.
-        self.mixture = (
-            GaussianMixtureSampler.from_state_dict(self.checkpoint["gmm_sampler"])
-            if "gmm_sampler" in self.checkpoint
-            else None
-        )
-        if self.mixture is not None:
-            self.mixture.sample(1)  # computes the factors before the first request
+        # Built once: the mixtures keep their covariance factors between calls.
+        self.learned = {
+            name: sampler_from_checkpoint(name, self.checkpoint)
+            for name in stored_samplers(self.checkpoint)
+        }
+        for sampler in self.learned.values():
+            sampler.sample(1)  # computes the factors before the first request
         self.lineage: dict[str, Any] = self.checkpoint.get("lineage", {})
         self.batcher = (
             DecodeBatcher(
@@ -149,12 +148,12 @@ class ModelService:
 
     @property
     def samplers(self) -> list[str]:
-        """Samplers this model offers: ``normal`` always, ``gmm`` when it stores a mixture."""
-        return ["normal", "gmm"] if "gmm_sampler" in self.checkpoint else ["normal"]
+        """Samplers this model offers: ``normal`` always, and the learned ones it stores."""
+        return ["normal", *self.learned]
 
     @property
     def default_sampler(self) -> str:
-        return self.samplers[-1]
+        return default_sampler(self.checkpoint)
 
     def card(self) -> dict[str, Any]:
         """The model card fields of ``GET /model``."""
@@ -191,14 +190,13 @@ class ModelService:
 
     def codes(self, n: int, seed: int, sampler: str) -> Tensor:
         """``n`` latent codes (n, latent_dim) of ``sampler`` drawn with ``seed``, exactly as
-        predict draws them (``generate.latent_codes``; the stored mixture's sampler is kept
-        between calls).
+        predict draws them (``generate.latent_codes``; the stored samplers are built once).
 
         Raises:
-            SamplerError: If the sampler is unknown or the model has no mixture.
+            SamplerError: If the sampler is unknown or the model does not store it.
         """
-        if sampler == "gmm" and self.mixture is not None:
-            return self.mixture.sample(n, seed)
+        if sampler in self.learned:
+            return self.learned[sampler].sample(n, seed)
         return latent_codes(sampler, self.net, self.checkpoint, n, seed)[0]
 
     def _decode_chunks(self, z: Tensor) -> Tensor:

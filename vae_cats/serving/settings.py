@@ -8,10 +8,9 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from vae_cats.fileio import ASSETS_DIR
+from vae_cats.checkpoint import SHIPPED_MODEL
 
 BACKENDS = ("onnx", "torch")
-SHIPPED_MODEL = ASSETS_DIR / "cats_vae.ckpt"
 # The variable the serving CLI fills for its workers (uvicorn starts them from an import
 # string, so they cannot be handed a Python object).
 SETTINGS_VARIABLE = "VAE_CATS_SERVE_SETTINGS"

@@ -96,8 +96,10 @@ function fmt(value, digits = 3) {
 
 // ---------------------------------------------------------------- gallery
 
+const SAMPLER_LABELS = { gmm: "mixture", pca_gmm: "subspace mixture", flow: "flow" };
+
 function samplerLabel(sampler) {
-  return sampler === "gmm" ? "mixture" : sampler;
+  return SAMPLER_LABELS[sampler] ?? sampler;
 }
 
 function nextSeed() {
