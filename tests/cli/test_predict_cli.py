@@ -19,9 +19,12 @@ from torchvision.io import read_image
 from tests.helpers import bundled_members, run_predict, wandb_history
 from vae_cats.checkpoint import SHIPPED_MODEL, read_checkpoint
 from vae_cats.data.ingest import ingest
+from vae_cats.generate import SAMPLER_NAMES
 from vae_cats.images import to_uint8
+from vae_cats.packager import DEFAULT_SAMPLER
 from vae_cats.predict import load_model, sample_images
 from vae_cats.predict_model import main as predict_main
+from vae_cats.samplers import LEARNED_SAMPLERS, stored_samplers
 from vae_cats.serving.launch import running_server
 
 pytestmark = pytest.mark.slow
@@ -113,6 +116,24 @@ def test_predict_gmm_interpolate_and_traverse(trained_run: Path, tmp_path: Path)
     assert read_image(str(out / "traversal.png")).shape == (3, 2 + 8 * 66, 2 + 9 * 66)
 
 
+def test_every_stored_sampler_of_the_shipped_model_draws_faces(tmp_path: Path) -> None:
+    """``--sampler`` picks each learned sampler the shipped model stores: faces (not flat),
+    other codes than the next sampler's, and the same picture for the same seed."""
+    grids = {}
+    for name in LEARNED_SAMPLERS:
+        out = tmp_path / name
+        result = run_predict("--n", "8", "--sampler", name, "--no-wandb", "--out", str(out))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"{SAMPLER_NAMES[name]} stored in the checkpoint" in result.stdout
+        grids[name] = read_image(str(out / "samples.png"))
+        assert cells(grids[name], 1, 8)[0].float().std(dim=(1, 2, 3)).min() > 10
+    again = tmp_path / "again"
+    run_predict("--n", "8", "--sampler", "flow", "--no-wandb", "--out", str(again))
+    assert torch.equal(read_image(str(again / "samples.png")), grids["flow"])
+    assert not torch.equal(grids["flow"], grids["pca_gmm"])
+    assert not torch.equal(grids["pca_gmm"], grids["gmm"])
+
+
 def test_predict_without_model_uses_the_shipped_model(tmp_path: Path) -> None:
     result = run_predict("--n", "4", "--no-wandb", "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -125,7 +146,9 @@ def test_predict_without_model_uses_the_shipped_model(tmp_path: Path) -> None:
 def test_shipped_model_is_small_and_carries_its_sampler_and_lineage() -> None:
     assert SHIPPED_MODEL.stat().st_size <= 15_000_000
     checkpoint = read_checkpoint(SHIPPED_MODEL)
-    assert {"gmm_sampler", "latent_pca", "test_faces", "test_faces_source"} <= set(checkpoint)
+    assert {"latent_pca", "test_faces", "test_faces_source"} <= set(checkpoint)
+    assert stored_samplers(checkpoint) == list(LEARNED_SAMPLERS)
+    assert checkpoint["default_sampler"] == DEFAULT_SAMPLER
     assert {"config", "git_commit", "data_hash"} <= set(checkpoint["lineage"])
     # Its test faces come from the split its lineage names: the one it did not train on.
     assert checkpoint["test_faces_source"]["data_hash"] == checkpoint["lineage"]["data_hash"]

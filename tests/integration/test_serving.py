@@ -107,6 +107,21 @@ def test_health_ready_and_model_card(client: httpx.Client) -> None:
     assert np.allclose(np.linalg.norm(components, axis=1), 1, atol=1e-4)
 
 
+@pytest.mark.parametrize("sampler", list(LEARNED_SAMPLERS))
+def test_generate_draws_each_stored_sampler_as_predict_does(
+    client: httpx.Client, sampler: str
+) -> None:
+    """Every learned sampler the model stores answers with the codes predict draws for the
+    same seed, named in ``X-Sampler``."""
+    response = client.post(
+        "/generate", json={"n": 3, "seed": 5, "sampler": sampler, "format": "json"}
+    )
+    assert response.status_code == 200 and response.headers["x-sampler"] == sampler
+    checkpoint = read_checkpoint(SHIPPED)
+    z, _ = latent_codes(sampler, vae_from_checkpoint(checkpoint, SHIPPED), checkpoint, 3, 5)
+    assert np.allclose(np.array(response.json()["latents"]), z.numpy(), atol=1e-6)
+
+
 def test_generate_same_seed_same_bytes_and_predict_codes(client: httpx.Client) -> None:
     first = client.post("/generate", json={"n": 4, "seed": 7})
     second = client.post("/generate", json={"n": 4, "seed": 7})
