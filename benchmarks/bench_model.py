@@ -37,9 +37,11 @@ Figures (definitions from issue 5):
   decoder, so it isolates the latent prior (lower is better, 0.5 the floor); ms/64: drawing
   64 codes and decoding them, warm, eager, median of 5.
 The two-sample tests use the first ``--two-sample-faces`` test faces (all of them when the
-split holds fewer), seed 0, 15 epochs; ``benchmark.json`` also holds each accuracy's Wilson
-95 % interval (``<column>_ci``). With a few hundred faces a side the interval is about
-+-0.05 wide, so differences below that are noise.
+split holds fewer), 15 epochs, ``--two-sample-repeats`` tests a pair (seed r for test r: the
+halves, the classifier's start, the samples); the figure is their pooled accuracy, with the
+Wilson 95 % interval of the pooled counts (``<column>_ci``) and each test's accuracy
+(``<column>_runs``). With 836 faces a side one test moved by up to 0.07 between seeds, so
+differences below that are noise.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ from vae_cats.samplers import (
     stored_samplers,
 )
 from vae_cats.training.lit_module import VAELitModule
-from vae_cats.two_sample import MIN_PER_SIDE, two_sample_test
+from vae_cats.two_sample import MIN_PER_SIDE, two_sample_test, wilson_interval
 
 NUM_SAMPLES = 256
 NEAREST = 32
@@ -91,6 +93,9 @@ SPEED_STEPS = 30
 # Faces a side of each two-sample test: a few seconds a test on 2 cores; pass the whole test
 # split (--two-sample-faces 10000) for the narrowest interval.
 TWO_SAMPLE_FACES = 256
+# Tests per pair, each with its own seed: with 836 faces a side one test's accuracy moved by
+# up to 0.07 between seeds, as much as the samplers differ.
+TWO_SAMPLE_REPEATS = 3
 REPORTS_DIR = PROJECT_DIR / "reports"
 
 
@@ -187,25 +192,36 @@ def speed_figures(
 
 
 def two_sample_figures(
-    net: BaseVAE, test: Tensor, samplers: dict[str, NormalSampler | LatentSampler]
+    net: BaseVAE, test: Tensor, samplers: dict[str, NormalSampler | LatentSampler], repeats: int
 ) -> dict[str, Any]:
     """``c2st_recon`` (test faces against their reconstructions) and ``c2st_<sampler>``
-    (reconstructions against as many samples), each with ``<key>_ci``, its Wilson 95 %
-    interval; ``None`` each when ``test`` (float (N, 3, 64, 64) in [0, 1]) is too small."""
+    (reconstructions against as many samples): the mean held-out accuracy of ``repeats`` tests,
+    test r with seed r (the halves, the classifier's start and the samples drawn), with
+    ``<key>_runs`` (each test's accuracy) and ``<key>_ci`` (the Wilson 95 % interval of the
+    pooled counts; the runs share the real faces, so it is narrower than independent faces
+    would give: compare the runs' spread). ``None`` each when ``test`` (float (N, 3, 64, 64)
+    in [0, 1]) is too small."""
     keys = ["recon", *samplers]
+    tails = ("", "_ci", "_runs")
     if len(test) < MIN_PER_SIDE:
-        return {f"c2st_{key}{tail}": None for key in keys for tail in ("", "_ci")}
+        return {f"c2st_{key}{tail}": None for key in keys for tail in tails}
     with torch.no_grad():
         recon = batched(net.reconstruct, test).float()
-        pairs = {"recon": (test, recon)} | {
-            name: (recon, batched(net.decode, sampler.sample(len(test), seed=0)).float())
-            for name, sampler in samplers.items()
-        }
     figures: dict[str, Any] = {}
     for key in keys:
-        result = two_sample_test(*pairs[key], seed=0)
-        figures[f"c2st_{key}"] = result.accuracy
-        figures[f"c2st_{key}_ci"] = [result.low, result.high]
+        results = []
+        for seed in range(repeats):
+            if key == "recon":
+                other = test
+            else:
+                with torch.no_grad():
+                    codes = samplers[key].sample(len(test), seed=seed)
+                    other = batched(net.decode, codes).float()
+            results.append(two_sample_test(recon, other, seed=seed))
+        correct, total = sum(r.correct for r in results), sum(r.total for r in results)
+        figures[f"c2st_{key}"] = correct / total
+        figures[f"c2st_{key}_ci"] = list(wilson_interval(correct, total))
+        figures[f"c2st_{key}_runs"] = [r.accuracy for r in results]
     return figures
 
 
@@ -243,6 +259,7 @@ def bench_run(
     datamodule: CatFacesDataModule,
     out: Path,
     two_sample_faces: int,
+    two_sample_repeats: int,
 ) -> dict[str, Any]:
     net = vae_from_checkpoint(checkpoint, path)
     test = to_float(datamodule.splits["test"])
@@ -264,7 +281,7 @@ def bench_run(
         row[f"sample_ms_{sampler_name}"] = median_ms(
             lambda s=sampler: net.decode(s.sample(64, seed=1)), repeat=5
         )
-    row.update(two_sample_figures(net, test[:two_sample_faces], samplers))
+    row.update(two_sample_figures(net, test[:two_sample_faces], samplers, two_sample_repeats))
     row["predict_ms"] = median_ms(lambda: net.decode(torch.randn(64, net.latent_dim)), 10)
     if "config" in lineage:
         row.update(speed_figures(lineage["config"], datamodule, out))
@@ -309,7 +326,7 @@ def markdown_row(row: dict[str, Any]) -> str:
 def sampler_table(rows: list[dict[str, Any]]) -> str:
     """One line per run and sampler: its sample figures, two-sample accuracy with the Wilson
     95 % interval, and ms to draw and decode 64 codes."""
-    names = ["run", "sampler", *(c for c, _ in SAMPLER_COLUMNS), "c2st 95% CI"]
+    names = ["run", "sampler", *(c for c, _ in SAMPLER_COLUMNS), "c2st 95% CI", "c2st runs"]
     lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for row in rows:
         for sampler in row.get("samplers", []):
@@ -319,6 +336,8 @@ def sampler_table(rows: list[dict[str, Any]]) -> str:
                 cells.append("-" if value is None else fmt.format(value))
             ci = row.get(f"c2st_{sampler}_ci")
             cells.append("-" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}")
+            runs = row.get(f"c2st_{sampler}_runs")
+            cells.append("-" if runs is None else " ".join(f"{r:.3f}" for r in runs))
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -349,6 +368,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--source", default=str(SHARED_CATS64), help="data the test split comes from"
+    )
+    parser.add_argument(
+        "--two-sample-repeats",
+        type=int,
+        default=TWO_SAMPLE_REPEATS,
+        help="two-sample tests per pair, seeds 0..N-1; the table gives their pooled accuracy",
     )
     parser.add_argument(
         "--two-sample-faces",
@@ -430,6 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     """Returns 0, or 2 after one error line naming a bad input."""
     args = parse_args(argv)
     try:
+        if args.two_sample_repeats < 1:
+            raise BenchInputError(
+                f"--two-sample-repeats {args.two_sample_repeats}: give at least 1 test a pair"
+            )
         if args.two_sample_faces < MIN_PER_SIDE:
             raise BenchInputError(
                 f"--two-sample-faces {args.two_sample_faces}: a two-sample test needs at "
@@ -459,7 +488,17 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(markdown_header()), flush=True)
     rows = []
     for name, path, checkpoint in runs:
-        rows.append(bench_run(name, path, checkpoint, datamodule, args.out, args.two_sample_faces))
+        rows.append(
+            bench_run(
+                name,
+                path,
+                checkpoint,
+                datamodule,
+                args.out,
+                args.two_sample_faces,
+                args.two_sample_repeats,
+            )
+        )
         print(markdown_row(rows[-1]), flush=True)
     print("\n" + sampler_table(rows), flush=True)
     write_results(rows, args)

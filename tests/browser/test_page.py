@@ -139,7 +139,7 @@ def check_dialog_and_interpolation(page: Page) -> None:
     command = page.locator("#dialog-command").inner_text()
     # The command names the served model (here the shipped one, by its project path).
     pattern = r"predict_model\.py --model vae_cats/assets/cats_vae\.ckpt --n \d+ --seed -?\d+ "
-    assert re.search(pattern + r"--sampler (gmm|normal)", command), command
+    assert re.search(pattern + r"--sampler (gmm|pca_gmm|flow|normal)", command), command
     assert "sample_000.png" in command
     page.keyboard.press("Escape")
     dialog.wait_for(state="hidden")

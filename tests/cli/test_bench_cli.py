@@ -45,6 +45,7 @@ def reports_state() -> dict[str, str]:
         ("same_name_twice", "given twice"),
         ("unwritable_out", "--out /proc/nope: cannot write"),
         ("too_few_two_sample_faces", "--two-sample-faces 7: a two-sample test needs at least 8"),
+        ("no_two_sample_repeats", "--two-sample-repeats 0: give at least 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(case: str, named: str, tmp_path: Path) -> None:
@@ -55,6 +56,7 @@ def test_bad_input_is_one_line_and_exit_2(case: str, named: str, tmp_path: Path)
         "same_name_twice": ["--run", shipped, "--run", shipped],
         "unwritable_out": ["--run", shipped, "--out", "/proc/nope"],
         "too_few_two_sample_faces": ["--run", shipped, "--two-sample-faces", "7"],
+        "no_two_sample_repeats": ["--run", shipped, "--two-sample-repeats", "0"],
     }[case]
     result = run_bench(*args, cwd=tmp_path, timeout=300)
     lines = result.stderr.strip().splitlines()
@@ -85,6 +87,8 @@ def test_bench_prints_one_table_and_keeps_reports_untouched(tmp_path: Path) -> N
         "bundled",
         "--two-sample-faces",
         "32",
+        "--two-sample-repeats",
+        "2",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -109,6 +113,8 @@ def test_bench_prints_one_table_and_keeps_reports_untouched(tmp_path: Path) -> N
     for key in ["recon", *names]:
         low, high = row[f"c2st_{key}_ci"]
         assert 0 <= low <= row[f"c2st_{key}"] <= high <= 1
+        runs = row[f"c2st_{key}_runs"]
+        assert len(runs) == 2 and row[f"c2st_{key}"] == pytest.approx(sum(runs) / 2)
     for name in names:
         assert 0 < row[f"sample_ms_{name}"] and 0 < row[f"diversity_{name}"]
         grid = read_image(str(out / f"samples_shipped_{name}.png"))

@@ -20,7 +20,7 @@ from vae_cats.checkpoint import SHIPPED_MODEL, read_checkpoint
 from vae_cats.data.store import ingested
 from vae_cats.generate import SAMPLER_NAMES
 from vae_cats.package_model import main as package_main
-from vae_cats.packager import DEFAULT_SAMPLER, package
+from vae_cats.packager import DEFAULT_SAMPLER, STORED_COMPONENTS, package
 
 
 def run_package(*args: str, umask: int = 0o022) -> subprocess.CompletedProcess[str]:
@@ -126,7 +126,7 @@ def test_repackaging_the_shipped_model_keeps_weights_and_mixture(tmp_path: Path)
     assert all(torch.equal(new["gmm_sampler"][k], v) for k, v in old["gmm_sampler"].items())
     assert new["lineage"] == old["lineage"] and new["net_config"] == old["net_config"]
     latent_dim = old["net_config"]["latent_dim"]
-    assert new["latent_pca"]["components"].shape == (latent_dim, latent_dim)
+    assert new["latent_pca"]["components"].shape == (STORED_COMPONENTS, latent_dim)
     assert "test_faces" not in new
     assert out.stat().st_size <= 15_000_000
 
