@@ -268,8 +268,11 @@ class PrincipalSubspace:
         # smaller than D: the missing eigenvalues are zero).
         left = mu.shape[1] - dim
         residual = math.sqrt(float(variances[dim:].sum()) / left) if left else 0.0
-        scale = pca.std[:dim].double().clamp_min(1e-12)
-        return cls(pca.mean.double(), pca.components[:dim].double(), scale, residual)
+        scale = pca.std[:dim].clamp_min(1e-4)  # float16 keeps it above zero
+        # Held at the float16 precision they are stored in (the package's size; the
+        # network's weights are float16 too), so a sampler rebuilt from the file draws exactly
+        # the codes the fitted one draws. Rows stay orthonormal to about 1e-3.
+        return cls(*(half_precision(t) for t in (pca.mean, pca.components[:dim], scale)), residual)
 
     def project(self, mu: Tensor) -> Tensor:
         """Whitened coordinates (N, d) float64 of codes mu (N, D)."""
@@ -285,12 +288,12 @@ class PrincipalSubspace:
         return (codes + self.residual_std * noise).float()
 
     def state_dict(self) -> dict[str, Tensor]:
-        """``mean``, ``components`` and ``scale`` as float32 tensors (``latent_pca`` computes
-        them in float32: float64 would only double the bytes) and ``residual_std``."""
+        """``mean``, ``components`` and ``scale`` as float16 tensors (the precision ``fit``
+        holds them at) and ``residual_std`` (float64)."""
         return {
-            "mean": self.mean.float(),
-            "components": self.components.float(),
-            "scale": self.scale.float(),
+            "mean": self.mean.half(),
+            "components": self.components.half(),
+            "scale": self.scale.half(),
             "residual_std": torch.tensor(self.residual_std, dtype=torch.float64),
         }
 
@@ -303,6 +306,11 @@ class PrincipalSubspace:
             state["scale"].double(),
             float(state["residual_std"]),
         )
+
+
+def half_precision(values: Tensor) -> Tensor:
+    """``values`` rounded to float16, held as float64."""
+    return values.half().double()
 
 
 def prefixed(prefix: str, state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -488,6 +496,9 @@ class FlowSampler:
                 if since >= self.PATIENCE:  # held-out likelihood stopped improving: overfitting
                     break
         flow.load_state_dict(best_state)
+        with torch.no_grad():
+            for weight in flow.parameters():  # as stored, so a reloaded flow draws the same
+                weight.copy_(weight.half())
         flow.eval()
         self.subspace = subspace
         return self
@@ -511,22 +522,22 @@ class FlowSampler:
         return self.subspace.lift(y, generator)
 
     def state_dict(self) -> dict[str, Tensor]:
-        """The subspace under ``subspace.<key>``, the flow's weights under ``flow.<key>`` and
-        its shape (``pca_dim``, ``transforms``, ``hidden``) as int64 scalars.
+        """The subspace under ``subspace.<key>``, the flow's weights under ``flow.<key>`` as
+        float16 (the precision ``fit`` leaves them at; without the autoregressive masks, which
+        the constructor rebuilds) and its shape (``pca_dim``, ``transforms``, ``hidden``) as
+        int64 scalars.
 
         Raises:
             RuntimeError: If called before ``fit``.
         """
         if self.subspace is None or self.flow is None:
             raise RuntimeError("FlowSampler.state_dict called before fit")
+        state = self.flow.state_dict()
+        weights = {k: v.half() for k, v in state.items() if not k.endswith(".mask")}
         shape = {
             name: torch.tensor(getattr(self, name)) for name in ("pca_dim", "transforms", "hidden")
         }
-        return (
-            shape
-            | prefixed("subspace", self.subspace.state_dict())
-            | prefixed("flow", self.flow.state_dict())
-        )
+        return shape | prefixed("subspace", self.subspace.state_dict()) | prefixed("flow", weights)
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Tensor]) -> FlowSampler:
@@ -537,7 +548,10 @@ class FlowSampler:
             hidden=int(state["hidden"]),
         )
         sampler.flow = sampler._build(sampler.pca_dim)
-        sampler.flow.load_state_dict(unprefixed("flow", state))
+        weights = unprefixed("flow", state)
+        missing, unexpected = sampler.flow.load_state_dict(weights, strict=False)
+        if unexpected or any(not key.endswith(".mask") for key in missing):
+            raise ValueError(f"flow state does not fit its shape: {missing + unexpected}")
         sampler.flow.eval()
         sampler.subspace = PrincipalSubspace.from_state_dict(unprefixed("subspace", state))
         return sampler
