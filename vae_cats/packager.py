@@ -87,9 +87,22 @@ def own_test_faces(
     name = resolve_source(source).name
     warning = split_warning(name, manifest, lineage)
     if warning:
-        return {}, f"{warning}; storing no test faces"
+        return {}, f"{warning}{NO_TEST_FACES}"
     about = {"source": name, "split": "test", "seed": seed, "data_hash": manifest["data_hash"]}
     return {"test_faces": test[:count].clone(), "test_faces_source": about}, None
+
+
+OWN_SPLIT_KEYS = ("test_faces", "test_faces_source", "metrics", "drift")
+NO_TEST_FACES = "; storing no test faces"
+
+
+def own_split_extras(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The entries of an already packaged checkpoint that describe its own split (test faces,
+    test metrics, drift statistics calibrated on its validation split); empty for a training
+    checkpoint."""
+    if "test_faces_source" not in checkpoint:
+        return {}
+    return {key: checkpoint[key] for key in OWN_SPLIT_KEYS if key in checkpoint}
 
 
 def drift_extras(
@@ -188,8 +201,18 @@ def package(
     samplers, done = fit_samplers(checkpoint, mu, components, data)
     test = splits["test"]
     extras, face_warning = own_test_faces(test, manifest, lineage, data, seed, test_faces)
-    drift, drift_warning = drift_extras(net, splits, manifest, samplers["gmm_sampler"])
-    extras.update(drift)
+    kept = own_split_extras(checkpoint) if face_warning else {}
+    if kept:
+        # An already packaged model on a split that is not its own (one made before the split
+        # changed): what describes its own split stays, and the test faces, test metrics and
+        # drift statistics of this split, which holds faces it trained on, are not stored.
+        extras = kept
+        split = face_warning.removesuffix(NO_TEST_FACES)
+        face_warning = f"{split}; kept from --model: {', '.join(kept)}"
+        drift_warning = None
+    else:
+        drift, drift_warning = drift_extras(net, splits, manifest, samplers["gmm_sampler"])
+        extras.update(drift)
     slim = slim_checkpoint(
         checkpoint,
         net,
@@ -205,10 +228,15 @@ def package(
     except OSError as err:
         raise InputError(f"--out {out}: {err.strerror or err}") from err
     stored = len(extras.get("test_faces", ()))
+    faces = (
+        f"its own {stored} test faces kept"
+        if kept
+        else f"{stored} of its {len(splits['test'])} test faces stored"
+    )
     summary = (
         f"samplers on {len(mu)} training faces of {resolve_source(data).name}: "
         f"{', '.join(done)}; default {default_sampler} ({SAMPLER_NAMES[default_sampler]}); "
-        f"principal components fitted; {stored} of its {len(splits['test'])} test faces stored"
+        f"principal components fitted; {faces}"
     )
     warnings = [w for w in (face_warning, drift_warning) if w]
     return PackageResult(out, summary, warnings)

@@ -107,8 +107,10 @@ def test_package_is_a_library_call_taking_str_paths(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_repackaging_the_shipped_model_keeps_weights_and_mixture(tmp_path: Path) -> None:
     """A slim model packages again (here on the bundled sample, another split than its own):
-    weights and mixture bit-identical, principal components added, no test faces stored
-    (the split is not its own), and the file readable by others under umask 022."""
+    weights and mixture bit-identical, the new samplers and principal components added; what
+    describes its own split (test faces, test metrics, drift statistics) kept, not replaced by
+    figures of a split that holds its training faces; the file readable by others under umask
+    022."""
     out = tmp_path / "again.ckpt"
     result = run_package(
         "--model", str(SHIPPED_MODEL), "--out", str(out), "--source", "bundled", umask=0o022
@@ -116,7 +118,8 @@ def test_repackaging_the_shipped_model_keeps_weights_and_mixture(tmp_path: Path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert str(out.resolve()) in result.stdout and "gmm kept" in result.stdout
     (warning,) = result.stderr.strip().splitlines()
-    assert "not the one the model trained on" in warning and "storing no test faces" in warning
+    assert "not the one the model trained on" in warning
+    assert "kept from --model: test_faces, test_faces_source, metrics, drift" in warning
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
     old, new = read_checkpoint(SHIPPED_MODEL), read_checkpoint(out)
     assert new["state_dict"].keys() == old["state_dict"].keys()
@@ -127,7 +130,12 @@ def test_repackaging_the_shipped_model_keeps_weights_and_mixture(tmp_path: Path)
     assert new["lineage"] == old["lineage"] and new["net_config"] == old["net_config"]
     latent_dim = old["net_config"]["latent_dim"]
     assert new["latent_pca"]["components"].shape == (STORED_COMPONENTS, latent_dim)
-    assert "test_faces" not in new
+    assert torch.equal(new["test_faces"], old["test_faces"])
+    assert (
+        new["metrics"] == old["metrics"] and new["test_faces_source"] == old["test_faces_source"]
+    )
+    assert torch.equal(new["drift"]["val_nll"], old["drift"]["val_nll"])
+    assert {"pca_gmm_sampler", "flow_sampler"} <= set(new)
     assert out.stat().st_size <= 15_000_000
 
 
