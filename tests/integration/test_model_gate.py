@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from scripts.model_gate import SHIPPED, Score, verdict
+from scripts.model_gate import Score, verdict
 from tests.helpers import PROJECT_DIR
+from vae_cats.checkpoint import SHIPPED_MODEL as SHIPPED
 
 
 def run_gate(

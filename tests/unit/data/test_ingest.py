@@ -400,11 +400,10 @@ def test_cats64_counts_add_up_and_its_hash_is_the_hash_bucket_splits(tmp_path: P
     assert report["rejected_per_reason"] == {"exact duplicate": 5935, "near duplicate": 70}
     assert_one_outcome_per_file(manifest)
     assert manifest["data_hash"].startswith("22e48429961a91b6")
-    # The shipped model was trained on the seeded shuffle before the hash-bucket split (its
-    # lineage names that split's hash; it carries its own test faces): until it is retrained,
-    # tools that compare hashes say that cats64's split is not its own.
+    # The shipped model was retrained on this split (issue 24): tools that compare hashes find
+    # cats64's split to be its own.
     lineage = torch.load(SHIPPED_MODEL, weights_only=True, map_location="cpu")["lineage"]
-    assert lineage["data_hash"].startswith("876e10f79d1a345d")
+    assert lineage["data_hash"] == manifest["data_hash"]
 
 
 def test_cli_prints_the_summary_table_and_writes_the_report(tmp_path: Path) -> None:
