@@ -94,7 +94,7 @@ def latent_codes(
     if sampler in stored_samplers(checkpoint):
         stored = sampler_from_checkpoint(sampler, checkpoint)
         return stored.sample(n, seed), f"{SAMPLER_NAMES[sampler]} stored in the checkpoint"
-    if not has_faces:
+    if train_images is None or not has_faces:
         raise SamplerError(
             f"{sampler}: the model stores no such sampler and no training images were given"
         )

@@ -202,7 +202,7 @@ def package(
     test = splits["test"]
     extras, face_warning = own_test_faces(test, manifest, lineage, data, seed, test_faces)
     kept = own_split_extras(checkpoint) if face_warning else {}
-    if kept:
+    if kept and face_warning:
         # An already packaged model on a split that is not its own (one made before the split
         # changed): what describes its own split stays, and the test faces, test metrics and
         # drift statistics of this split, which holds faces it trained on, are not stored.

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -272,7 +272,8 @@ class PrincipalSubspace:
         # Held at the float16 precision they are stored in (the package's size; the
         # network's weights are float16 too), so a sampler rebuilt from the file draws exactly
         # the codes the fitted one draws. Rows stay orthonormal to about 1e-3.
-        return cls(*(half_precision(t) for t in (pca.mean, pca.components[:dim], scale)), residual)
+        mean, components = half_precision(pca.mean), half_precision(pca.components[:dim])
+        return cls(mean, components, half_precision(scale), residual)
 
     def project(self, mu: Tensor) -> Tensor:
         """Whitened coordinates (N, d) float64 of codes mu (N, D)."""
@@ -590,4 +591,5 @@ def sampler_from_checkpoint(name: str, checkpoint: dict) -> LatentSampler:
     Raises:
         KeyError: If the checkpoint stores no such sampler.
     """
-    return LEARNED_SAMPLERS[name].from_state_dict(checkpoint[checkpoint_key(name)])
+    kind: Any = LEARNED_SAMPLERS[name]
+    return kind.from_state_dict(checkpoint[checkpoint_key(name)])
