@@ -18,7 +18,6 @@ from vae_cats.samplers import (
     LatentPCA,
     LatentSampler,
     NormalSampler,
-    PCAMixtureSampler,
     checkpoint_key,
     sampler_from_checkpoint,
     stored_samplers,
@@ -113,8 +112,8 @@ SAMPLER_NAMES = {
 def fit_sampler(name: str, mu: Tensor, components: int | None = None) -> LatentSampler:
     """Learned sampler ``name`` (``LEARNED_SAMPLERS``) fitted on the posterior means mu
     (N, latent_dim) of training images (``encode_means``), with its default settings;
-    ``components`` overrides the mixture components of ``gmm`` (default
-    ``DEFAULT_COMPONENTS``) and ``pca_gmm``.
+    ``components`` sets the mixture components of ``gmm`` (default ``DEFAULT_COMPONENTS``)
+    and is ignored by the others.
 
     Raises:
         SamplerError: If there are too few means for the sampler.
@@ -122,8 +121,6 @@ def fit_sampler(name: str, mu: Tensor, components: int | None = None) -> LatentS
     try:
         if name == "gmm":
             return GaussianMixtureSampler(components or DEFAULT_COMPONENTS).fit(mu)
-        if name == "pca_gmm" and components:
-            return PCAMixtureSampler(components).fit(mu)
         return LEARNED_SAMPLERS[name]().fit(mu)
     except ValueError as err:
         raise SamplerError(f"{name}: {err}") from err

@@ -143,9 +143,7 @@ def fit_samplers(
             continue
         start = time.perf_counter()
         try:
-            entries[key] = fit_sampler(
-                name, mu, components if name == "gmm" else None
-            ).state_dict()
+            entries[key] = fit_sampler(name, mu, components).state_dict()
         except SamplerError as err:
             hint = " or fewer --components" if name == "gmm" else ""
             raise InputError(f"{source}: {err}: give more images{hint}") from err
