@@ -2,7 +2,7 @@
 
     python benchmarks/bench_serve.py [--duration 15] [--clients 16] [--rate 100]
         [--backends onnx,torch] [--workers 1,2] [--batching on,off] [--modes closed,open]
-        [--scenarios generate16,generate1,mix]
+        [--scenarios generate16,generate1,mix] [--healthz-rate 10]
 
 For each backend x workers x batching setting a real server (``python -m vae_cats.serving``)
 starts on 127.0.0.1; an asyncio httpx client then runs each scenario in each mode for
@@ -19,10 +19,17 @@ Scenarios: ``generate16`` (``POST /generate {"n": 16}``, random seeds, PNG grid)
 ``generate1`` (``{"n": 1}``), ``mix`` (3 of 4 requests that ``/generate n=16``, 1 of 4
 ``/reconstruct`` of a real face of the bundled sample).
 
+Throughout each row a ``/healthz`` probe runs beside the load: open loop at
+``--healthz-rate`` per second, from a thread of its own (its own event loop and httpx client,
+so it never waits behind the load's connections or tasks), latency from each probe's due
+time, from just before the row's first request until its last answer.
+
 Each row: the mode, requests sent, answered (200), failed (other status or transport
 error), answered requests/s and images/s, latency p50/p95/p99/max in ms over **all** sent
-requests (a failed one counts with its time to failure), restarts (the server process gone)
-and the server's peak resident memory (``VmHWM``, one worker only). Before that, the raw ONNX
+requests (a failed one counts with its time to failure), the ``/healthz`` probe's p99 and max
+in ms and its failed probes out of those sent (``failed/sent``; a probe fails on any status
+but 200 or a transport error), restarts (the server process gone) and the server's peak
+resident memory (``VmHWM``, one worker only). Before that, the raw ONNX
 decoder in-process at batch 1, 16 and 64 (median of ``--repeat`` runs): the ceiling of
 ``/generate``. The client runs on the same machine as the server and takes CPU from it;
 ``uptime`` before and after is printed: figures taken under other load are marked so.
@@ -39,10 +46,12 @@ import statistics
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 
 import httpx
 import torch
@@ -94,6 +103,11 @@ class Load:
         counts = [str(self.sent), str(self.answered), str(self.failed)]
         return [self.mode, *counts, f"{rate:.1f}", f"{images:.0f}", *quantiles]
 
+    def probe_cells(self) -> list[str]:
+        """The probe's columns: p99 and max latency (ms), failed/sent."""
+        quantiles = [f"{self.percentile(q):.0f}" for q in (0.99, 1.0)]
+        return [*quantiles, f"{self.failed}/{self.sent}"]
+
 
 def a_face() -> bytes:
     """The first face file of the bundled sample."""
@@ -102,20 +116,23 @@ def a_face() -> bytes:
         return archive.extractfile(member).read()  # type: ignore[union-attr]
 
 
+def outcome(response: httpx.Response, images: int) -> tuple[bool, int, str]:
+    """(answered with 200, ``images`` if so else 0, what went wrong) of ``response``."""
+    if response.status_code == 200:
+        return True, images, ""
+    return False, 0, f"{response.request.url.path} {response.status_code}: {response.text[:120]}"
+
+
 def scenario_request(scenario: str, face: bytes) -> Request:
     """The request of ``scenario``: called with a session and the request's index, returns
     (answered with 200, images returned, what went wrong)."""
 
     async def generate(session: httpx.AsyncClient, n: int) -> tuple[bool, int, str]:
         body = {"n": n, "seed": random.randrange(2**32)}
-        response = await session.post("/generate", json=body)
-        ok = response.status_code == 200
-        return ok, n if ok else 0, "" if ok else f"{response.status_code}: {response.text[:120]}"
+        return outcome(await session.post("/generate", json=body), n)
 
     async def reconstruct(session: httpx.AsyncClient) -> tuple[bool, int, str]:
-        response = await session.post("/reconstruct", files={"file": ("cat.jpg", face)})
-        ok = response.status_code == 200
-        return ok, 1 if ok else 0, "" if ok else f"{response.status_code}: {response.text[:120]}"
+        return outcome(await session.post("/reconstruct", files={"file": ("cat.jpg", face)}), 1)
 
     async def request(session: httpx.AsyncClient, index: int) -> tuple[bool, int, str]:
         if scenario == "generate1":
@@ -166,16 +183,25 @@ async def closed_loop(url: str, clients: int, duration: float, request: Request)
     return load
 
 
-async def open_loop(url: str, rate: float, duration: float, request: Request) -> Load:
-    """Requests due every ``1 / rate`` seconds for ``duration`` seconds, each sent at its due
-    time whether or not earlier ones were answered; latency from the due time. Waits for
-    every request sent (each has the session's 120 s timeout)."""
-    load = Load("open")
+async def open_loop(
+    url: str,
+    rate: float,
+    duration: float,
+    request: Request,
+    stop: threading.Event | None = None,
+    mode: str = "open",
+) -> Load:
+    """Requests due every ``1 / rate`` seconds for ``duration`` seconds (or until ``stop`` is
+    set), each sent at its due time whether or not earlier ones were answered; latency from
+    the due time. Waits for every request sent (each has the session's 120 s timeout)."""
+    load = Load(mode)
     total = int(rate * duration)
     start = time.perf_counter()
     async with session_for(url) as session:
         tasks = []
         for index in range(total):
+            if stop is not None and stop.is_set():
+                break
             due = start + index / rate
             delay = due - time.perf_counter()
             if delay > 0:
@@ -184,6 +210,42 @@ async def open_loop(url: str, rate: float, duration: float, request: Request) ->
         await asyncio.gather(*tasks)
     load.seconds = time.perf_counter() - start
     return load
+
+
+async def healthz(session: httpx.AsyncClient, index: int) -> tuple[bool, int, str]:
+    """``GET /healthz``: answered when 200."""
+    return outcome(await session.get("/healthz"), 0)
+
+
+class HealthzProbe:
+    """``GET /healthz`` at ``rate`` per second (open loop, latency from each probe's due time)
+    from a thread of its own, with its own event loop and httpx client, from ``with`` until
+    the block ends; then ``load`` holds what it saw (mode ``healthz``). At most ``MAX_LOAD_S``
+    seconds."""
+
+    def __init__(self, url: str, rate: float) -> None:
+        self.url, self.rate = url, rate
+        self.stop = threading.Event()
+        self.load = Load("healthz")
+        self.thread = threading.Thread(target=self.run, name="healthz-probe", daemon=True)
+
+    def run(self) -> None:
+        self.load = asyncio.run(
+            open_loop(self.url, self.rate, MAX_LOAD_S, healthz, self.stop, "healthz")
+        )
+
+    def __enter__(self) -> HealthzProbe:
+        self.thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def run_mode(mode: str, url: str, scenario: str, args: argparse.Namespace, face: bytes) -> Load:
@@ -261,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batching", default="on,off")
     parser.add_argument("--modes", default="closed,open")
     parser.add_argument("--scenarios", default="generate16,generate1")
+    parser.add_argument(
+        "--healthz-rate", type=float, default=10.0, help="/healthz probes/s during each row"
+    )
     args = parser.parse_args(argv)
     try:
         backends = split(args.backends, ("onnx", "torch"), "--backends")
@@ -271,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         args.rates = rates(args.rate, scenarios)
     except (argparse.ArgumentTypeError, ValueError) as err:
         parser.error(str(err))
+    if args.healthz_rate <= 0:
+        parser.error(f"--healthz-rate {args.healthz_rate:g}: give a rate above 0")
     rows = len(backends) * len(batchings) * len(modes) * len(scenarios) * len(workers)
     if not 0 < args.duration * rows <= MAX_LOAD_S:
         parser.error(f"{rows} rows x --duration must fit {MAX_LOAD_S:.0f} s of load")
@@ -283,11 +350,13 @@ def main(argv: list[str] | None = None) -> int:
     face = a_face()
     print(
         f"\nclosed loop: {args.clients} clients; open loop: {args.rate} requests/s due; "
-        f"{args.duration:g} s per row; latency from when each request was due, over all sent\n"
+        f"{args.duration:g} s per row; /healthz probed at {args.healthz_rate:g}/s throughout "
+        "each row; latency from when each request was due, over all sent\n"
     )
     header = [
         "backend", "workers", "batching", "scenario", "mode", "sent", "answered", "failed",
-        "req/s", "img/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "restarts", "peak RSS MB",
+        "req/s", "img/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "healthz p99 ms",
+        "healthz max ms", "healthz failed", "restarts", "peak RSS MB",
     ]  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|---" * len(header) + "|")
@@ -295,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         options = [] if batching == "on" else ["--no-batching"]
         with running_server(args.model, backend, workers=count, options=options) as (url, pid):
             for scenario, mode in itertools.product(scenarios, modes):
-                load = run_mode(mode, url, scenario, args, face)
+                with HealthzProbe(url, args.healthz_rate) as probe:
+                    load = run_mode(mode, url, scenario, args, face)
                 restarts = 0 if Path(f"/proc/{pid}").exists() else 1
                 rss = f"{peak_rss_mb(pid):.0f}" if count == 1 else "-"
                 cells = [
@@ -304,11 +374,12 @@ def main(argv: list[str] | None = None) -> int:
                     batching,
                     scenario,
                     *load.cells(),
+                    *probe.load.probe_cells(),
                     str(restarts),
                     rss,
                 ]
                 print("| " + " | ".join(cells) + " |", flush=True)
-                for status in sorted(load.statuses):
+                for status in sorted(load.statuses | probe.load.statuses):
                     print(f"  failed: {status}", file=sys.stderr)
     print(f"\nafter: {uptime()}")
     return 0

@@ -1,19 +1,27 @@
-"""Helpers shared by the tests: real samples of cat faces and real subprocess runs."""
+"""Helpers shared by the tests: real samples of cat faces, hostile uploads, real subprocess
+runs, and checks of a real API server's answers."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
+import random
 import signal
 import struct
 import subprocess
 import sys
 import tarfile
+import zipfile
+import zlib
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+import httpx
 import pytorch_lightning as pl
 from PIL import Image
 
@@ -76,6 +84,138 @@ def hostile_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
     return path
 
 
+def declared_png(width: int, height: int) -> bytes:
+    """A PNG that is only a signature, an IHDR declaring width x height (8-bit RGB) and IEND."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+        )
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+# Refused by any upload endpoint: not an image, broken, or over a limit (the API's 2 MB upload
+# limit, its 2048 x 2048 pixel cap). The other files of ``hostile_uploads`` are odd but
+# decodable: the API takes them (converted to RGB, centre-cropped and resized).
+UNUSABLE_UPLOADS = frozenset(
+    {
+        "empty.jpg", "text.jpg", "random.jpg", "script.svg", "half.jpg", "head.jpg", "soi.jpg",
+        "corrupt.jpg", "signature.png", "declared_30000.png", "declared_0.png",
+        "declared_tall.png", "bomb.png", "truncated.png", "raw_pixels.png", "declared.bmp",
+        "faces.tar", "escape.zip", "face.jpg.gz", "oversize.jpg",
+    }
+)  # fmt: skip
+
+
+def hostile_uploads(folder: Path) -> list[tuple[str, bytes]]:
+    """Files a user may upload as an image, named by what they are (the names in
+    ``UNUSABLE_UPLOADS`` no server can use); real faces of the bundled sample beneath.
+
+    Not images: empty, text, random bytes, an SVG with a script, raw pixels, archives of faces
+    (a tar with ``../``, absolute and symlink members, as ``hostile_tar`` writes it, in
+    ``folder``; a zip with a ``../`` member; a gzipped face). Broken: a face JPEG cut in half,
+    to 100 bytes or to its SOI marker, its marker segments zeroed; a PNG cut in half, or only
+    its signature. Decompression bombs: PNGs declaring 30000 x 30000, 0 x 0 and 1 x (2^31 - 1)
+    pixels in their header, a real 20000 x 20000 1-bit PNG of 50 KB, a BMP header declaring
+    50000 x 50000. Over the upload limit: a face padded to 2 MiB + 1 byte. Odd but decodable:
+    trailing garbage after a face, one pixel, a 2048 x 1 strip, a float32 and a 16-bit TIFF,
+    a CMYK JPEG, a greyscale PNG with alpha, a 3-frame GIF.
+    """
+    members = bundled_members(4)
+    jpeg = members[0][1]
+    face = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    png = image_bytes(face)
+    corrupt = bytearray(jpeg)
+    corrupt[4:40] = bytes(36)  # SOI intact, the marker segments after it destroyed
+    bmp = bytearray(image_bytes(Image.new("RGB", (1, 1)), "BMP"))
+    bmp[18:26] = struct.pack("<ii", 50000, 50000)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("../escape.jpg", jpeg)
+        zipped.writestr("cat.jpg", members[1][1])
+    frames = [face.rotate(angle) for angle in (0, 90, 180)]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    noise = random.Random(0).randbytes(4096)
+    return [
+        ("empty.jpg", b""),
+        ("text.jpg", b"hello, not a picture\n" * 10),
+        ("random.jpg", noise),
+        ("script.svg", b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'),
+        ("half.jpg", jpeg[: len(jpeg) // 2]),
+        ("head.jpg", jpeg[:100]),
+        ("soi.jpg", b"\xff\xd8\xff"),
+        ("corrupt.jpg", bytes(corrupt)),
+        ("signature.png", b"\x89PNG\r\n\x1a\n"),
+        ("declared_30000.png", declared_png(30000, 30000)),
+        ("declared_0.png", declared_png(0, 0)),
+        ("declared_tall.png", declared_png(1, 2**31 - 1)),
+        ("bomb.png", image_bytes(Image.new("1", (20000, 20000)))),
+        ("truncated.png", png[: len(png) // 2]),
+        ("raw_pixels.png", face.tobytes()),
+        ("declared.bmp", bytes(bmp)),
+        ("faces.tar", hostile_tar(folder / "faces.tar", members).read_bytes()),
+        ("escape.zip", archive.getvalue()),
+        ("face.jpg.gz", gzip.compress(jpeg)),
+        ("oversize.jpg", jpeg + bytes(2 * 1024 * 1024 + 1)),
+        ("trailing.jpg", jpeg + noise),
+        ("one_pixel.png", image_bytes(Image.new("RGB", (1, 1), (200, 100, 50)))),
+        ("strip.png", image_bytes(face.resize((2048, 1)))),
+        ("float.tiff", image_bytes(Image.new("F", (64, 64), 1e30), "TIFF")),
+        ("16bit.tiff", image_bytes(face.convert("L").convert("I;16"), "TIFF")),
+        ("cmyk.jpg", image_bytes(face.convert("CMYK"), "JPEG")),
+        ("grey_alpha.png", image_bytes(face.convert("LA"))),
+        ("animated.gif", gif.getvalue()),
+    ]
+
+
+def assert_one_line(response: httpx.Response, status: int, *words: str) -> None:
+    """``response`` has ``status`` and a JSON ``detail`` of one line holding every word."""
+    assert response.status_code == status, response.text[:300]
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail, detail
+    for word in words:
+        assert word in detail, detail
+
+
+def schemathesis_calls(url: str, max_examples: int = 10) -> Counter[str]:
+    """Property-based requests built from the OpenAPI schema of the server at ``url`` (on
+    127.0.0.1; at most ``max_examples`` per operation, derandomized): asserts that none gets a
+    5xx and that every 4xx with a JSON body has a one-line ``detail``. Returns the requests
+    sent per operation (``POST /generate``). schemathesis.pytest's fixture loader fails under
+    pytest 9, so hypothesis drives the strategies directly."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.core.result import Ok
+
+    assert urlparse(url).hostname == "127.0.0.1", url
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    calls: Counter[str] = Counter()
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result  # an operation the schema describes wrongly
+        operation = result.ok()
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=max_examples,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        def no_server_error(case: schemathesis.Case) -> None:
+            response = case.call(base_url=url, timeout=120)
+            calls[f"{case.method.upper()} {case.path}"] += 1
+            assert response.status_code < 500, (case.method, case.path, response.text[:300])
+            if response.status_code >= 400 and "json" in response.headers["content-type"]:
+                assert "\n" not in response.json()["detail"], response.text[:300]
+
+        no_server_error()
+    return calls
+
+
 def run_train(
     run_dir: Path, *overrides: str, timeout: int = 600
 ) -> subprocess.CompletedProcess[str]:
@@ -133,12 +273,18 @@ def wandb_history(run: Path) -> list[dict[str, Any]]:
     ]
 
 
-def run_predict(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    """Run the predict script as a real subprocess."""
-    command = [sys.executable, str(PREDICT_SCRIPT), *args]
+def run_script(script: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    """Run a Python script of the project as a real subprocess from the project folder,
+    stdout and stderr captured as text."""
+    command = [sys.executable, str(script), *args]
     return subprocess.run(
         command, capture_output=True, text=True, timeout=timeout, cwd=PROJECT_DIR
     )
+
+
+def run_predict(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    """Run the predict script as a real subprocess."""
+    return run_script(PREDICT_SCRIPT, *args, timeout=timeout)
 
 
 class BatchRecorder(pl.Callback):

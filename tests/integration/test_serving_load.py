@@ -1,6 +1,7 @@
 """The API under load, with real servers: ``/drift`` at its maximum size keeps memory
-bounded, and the load benchmark's fixed-rate (open-loop) mode shows a 5-second stall of
-the server in its tail and loses no request (``benchmarks/bench_serve.py``)."""
+bounded, and the load benchmark (``benchmarks/bench_serve.py``): its fixed-rate (open-loop)
+mode and its ``/healthz`` probe show a 5-second stall of the server in their tails and lose no
+request; its table carries the probe's figures in every row."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.bench_serve import Load, closed_loop, open_loop, scenario_request
-from tests.helpers import bundled_members
+from benchmarks.bench_serve import HealthzProbe, Load, closed_loop, open_loop, scenario_request
+from tests.helpers import PROJECT_DIR, bundled_members, run_script
 from vae_cats.fileio import ASSETS_DIR
 from vae_cats.serving.launch import running_server
 from vae_cats.serving.schemas import MAX_DRIFT_FILES
 
 SHIPPED = ASSETS_DIR / "cats_vae.ckpt"
+BENCH_SERVE = PROJECT_DIR / "benchmarks" / "bench_serve.py"
 
 
 def rss_mb(pid: int) -> float:
@@ -57,8 +59,9 @@ def test_drift_of_the_maximum_size_keeps_memory_bounded() -> None:
 def test_open_loop_shows_a_stall_that_the_closed_loop_hides() -> None:
     """The server stopped (SIGSTOP) for 5 s mid-run: at 10 requests/s due, every request
     due during the stall waits for it, so the open loop's maximum is about 5 s and its p95
-    over a second; nothing is lost. The closed loop, its clients blocked too, sends only a
-    few requests during the stall."""
+    over a second; nothing is lost. The /healthz probe beside the open loop (10/s, its own
+    thread and client) sees the same stall from each probe's due time. The closed loop, its
+    clients blocked too, sends only a few requests during the stall."""
     request = scenario_request("generate1", b"")
     with running_server(SHIPPED, "onnx") as (url, pid):
 
@@ -73,7 +76,8 @@ def test_open_loop_shows_a_stall_that_the_closed_loop_hides() -> None:
             stopper = threading.Thread(target=stall, args=(2.0,))
             stopper.start()
             if mode == "open":
-                loads[mode] = asyncio.run(open_loop(url, 10, 10, request))
+                with HealthzProbe(url, 10) as probe:
+                    loads[mode] = asyncio.run(open_loop(url, 10, 10, request))
             else:
                 loads[mode] = asyncio.run(closed_loop(url, 2, 10, request))
             stopper.join()
@@ -83,5 +87,53 @@ def test_open_loop_shows_a_stall_that_the_closed_loop_hides() -> None:
     assert opened.percentile(0.95) > 1000
     # About 50 requests fell due during the stall: each waited part of it.
     assert sum(latency > 1.0 for latency in opened.latencies) >= 35
+    health = probe.load
+    assert health.sent >= 100 and health.answered == health.sent, health.statuses
+    assert 4500 < health.percentile(1.0) < 8000
+    assert sum(latency > 1.0 for latency in health.latencies) >= 35
     assert closed.failed == 0 and closed.percentile(1.0) > 4500
     assert sum(latency > 1.0 for latency in closed.latencies) <= 4
+
+
+def table_rows(stdout: str) -> list[dict[str, str]]:
+    """The rows of the one markdown table in ``stdout``, as {column: cell}."""
+    lines = [line.strip().strip("|") for line in stdout.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].split("|")]
+    assert set(lines[1].replace("|", "")) == {"-"}, lines[1]
+    return [
+        dict(zip(header, (cell.strip() for cell in line.split("|")), strict=True))
+        for line in lines[2:]
+    ]
+
+
+@pytest.mark.slow
+def test_bench_serve_rows_carry_the_healthz_probe() -> None:
+    """A short real run (2 s a row, closed and open loop, one worker): every row holds the
+    load's counts and latencies and the /healthz probe's p99, max and failed/sent, the
+    probe sending 10/s for at least the row's 2 s and losing none."""
+    result = run_script(
+        BENCH_SERVE, "--duration", "2", "--repeat", "1", "--scenarios", "generate1",
+        "--batching", "on", "--clients", "4", "--rate", "20", "--healthz-rate", "10",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "/healthz probed at 10/s throughout each row" in result.stdout
+    rows = table_rows(result.stdout)
+    assert [(row["scenario"], row["mode"]) for row in rows] == [
+        ("generate1", "closed"),
+        ("generate1", "open"),
+    ]
+    for row in rows:
+        assert int(row["sent"]) == int(row["answered"]) > 0 and row["failed"] == "0", row
+        assert 0 < float(row["p50 ms"]) <= float(row["p99 ms"]) <= float(row["max ms"]), row
+        failed, sent = (int(count) for count in row["healthz failed"].split("/"))
+        assert failed == 0 and 20 <= sent <= 10 * 120, row
+        p99, peak = float(row["healthz p99 ms"]), float(row["healthz max ms"])
+        assert 0 < p99 <= peak < 120_000, row  # answered, within the client's timeout
+        assert row["restarts"] == "0" and float(row["peak RSS MB"]) > 100, row
+
+
+def test_bench_serve_refuses_a_healthz_rate_of_zero() -> None:
+    result = run_script(BENCH_SERVE, "--healthz-rate", "0")
+    assert result.returncode == 2 and result.stdout == ""
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.endswith("error: --healthz-rate 0: give a rate above 0"), result.stderr
