@@ -37,7 +37,7 @@ Figures (definitions from issue 5):
   decoder, so it isolates the latent prior (lower is better, 0.5 the floor); ms/64: drawing
   64 codes and decoding them, warm, eager, median of 5.
 The two-sample tests use the first ``--two-sample-faces`` test faces (all of them when the
-split holds fewer), 15 epochs, ``--two-sample-repeats`` tests a pair (seed r for test r: the
+split holds fewer), 200 steps, ``--two-sample-repeats`` tests a pair (seed r for test r: the
 halves, the classifier's start, the samples); the figure is their pooled accuracy, with the
 Wilson 95 % interval of the pooled counts (``<column>_ci``) and each test's accuracy
 (``<column>_runs``). With 836 faces a side one test moved by up to 0.07 between seeds, so

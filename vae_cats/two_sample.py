@@ -5,12 +5,13 @@ network trained on the spot (Lopez-Paz & Oquab 2017, "Revisiting Classifier Two-
 Tests", ICLR): label one set 0 and the other 1, train a classifier on half of each, and
 report its accuracy on the other halves. About 0.5 means the sets cannot be told apart;
 1.0 means they always can. Everything that decides the figure is fixed here (network, seed,
-epochs, split), so two figures are comparable when the set sizes are.
+optimiser steps, split), so two figures are comparable when the set sizes are.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -69,7 +70,14 @@ def wilson_interval(correct: int, total: int, z: float = Z_95) -> tuple[float, f
 
 
 def _classifier() -> nn.Module:
-    """Four conv blocks (3x3, stride 2, group norm, ReLU) 64 -> 4 pixels, then a logit.
+    """Four blocks (3x3 convolution, group norm, leaky ReLU, 2x2 max-pool) 64 -> 4 pixels, then
+    the mean over pixels and a logit.
+
+    The convolutions see every pixel at full resolution before pooling: a decoder's blur
+    lives in the finest detail. With stride-2 convolutions instead of the pooling (the first
+    version of this test) the classifier told real faces from the shipped model's
+    reconstructions only 0.50 to 0.83 of the time depending on the seed and on which set was
+    labelled 1; this one 0.97 to 0.99 (836 faces a side, AMD EPYC AVX2).
 
     Group norm, not batch norm: with a few dozen steps batch norm's running statistics are
     still far from the batch ones, and in eval mode the classifier then called every held-out
@@ -78,8 +86,27 @@ def _classifier() -> nn.Module:
     layers: list[nn.Module] = []
     channels = [IMAGE_SHAPE[0], 16, 32, 64, 128]
     for cin, cout in zip(channels[:-1], channels[1:], strict=True):
-        layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(4, cout), nn.ReLU()]
+        layers += [
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.GroupNorm(4, cout),
+            nn.LeakyReLU(0.2),
+            nn.MaxPool2d(2),
+        ]
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 1))
+
+
+def _batches(
+    n: int, batch_size: int, steps: int, generator: torch.Generator
+) -> Iterator[Tensor]:
+    """``steps`` index batches of at most ``batch_size`` into ``range(n)``, in shuffled passes."""
+    done = 0
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            if done == steps:
+                return
+            done += 1
+            yield order[start : start + batch_size]
 
 
 def _check(name: str, x: Tensor) -> None:
@@ -90,13 +117,15 @@ def _check(name: str, x: Tensor) -> None:
 
 
 def two_sample_test(
-    a: Tensor, b: Tensor, *, seed: int = 0, epochs: int = 15, batch_size: int = 64
+    a: Tensor, b: Tensor, *, seed: int = 0, steps: int = 200, batch_size: int = 64
 ) -> TwoSampleResult:
     """Train a fixed small CNN to tell ``a`` from ``b``; its accuracy on held-out halves.
 
     Each set is shuffled with ``seed`` and cut in two: the first ``N // 2`` faces of each
-    train the classifier (``epochs`` passes of Adam, lr 1e-3, batches of ``batch_size``),
-    the rest of each are classified once. Under the null hypothesis (same
+    train the classifier (``steps`` steps of Adam, lr 1e-3, on batches of ``batch_size``
+    drawn in shuffled passes over them), the rest of each are classified once. A budget in
+    steps rather than passes, so small sets get as much training as large ones: 64 faces a
+    side for 8 passes (16 steps) left the classifier calling every face one class. Under the null hypothesis (same
     distribution) the held-out count is Binomial(total, 1/2), so the accuracy is about 0.5
     (Lopez-Paz & Oquab 2017, sec. 3). The same inputs, seed and thread count give the same
     result; the caller's global RNG state is left as it was.
@@ -105,7 +134,7 @@ def two_sample_test(
         a: One set of faces, float (N, 3, 64, 64) in [0, 1].
         b: The other set, the same shape as ``a`` (equal numbers, so chance is 0.5).
         seed: Seeds the split, the network's initialisation and the batch order.
-        epochs: Passes over the training halves, >= 1.
+        steps: Optimiser steps, >= 1.
         batch_size: Training batch size, >= 1.
 
     Returns:
@@ -113,7 +142,7 @@ def two_sample_test(
 
     Raises:
         ValueError: If a set is not float (N, 3, 64, 64), the sets differ in size, a set has
-            fewer than ``MIN_PER_SIDE`` faces, or epochs or batch_size is below 1.
+            fewer than ``MIN_PER_SIDE`` faces, or steps or batch_size is below 1.
 
     References:
         Lopez-Paz & Oquab (2017), "Revisiting Classifier Two-Sample Tests", ICLR.
@@ -129,8 +158,8 @@ def two_sample_test(
         raise ValueError(
             f"a two-sample test needs at least {MIN_PER_SIDE} faces a side, got {len(a)}"
         )
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
     generator = torch.Generator().manual_seed(seed)
     half = len(a) // 2
     parts = [x.detach().float().cpu()[torch.randperm(len(x), generator=generator)] for x in (a, b)]
@@ -150,13 +179,10 @@ def two_sample_test(
         net = _classifier().to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_fn = nn.BCEWithLogitsLoss()
-    for _ in range(epochs):
-        order = torch.randperm(len(train_x), generator=generator)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            optimizer.zero_grad()
-            loss_fn(net(train_x[idx]).squeeze(1), train_y[idx]).backward()
-            optimizer.step()
+    for idx in _batches(len(train_x), batch_size, steps, generator):
+        optimizer.zero_grad()
+        loss_fn(net(train_x[idx]).squeeze(1), train_y[idx]).backward()
+        optimizer.step()
     with torch.no_grad():
         logits = torch.cat(
             [net(test_x[i : i + 256]).squeeze(1) for i in range(0, len(test_x), 256)]
