@@ -238,3 +238,53 @@ def package(
     )
     warnings = [w for w in (face_warning, drift_warning) if w]
     return PackageResult(out, summary, warnings)
+
+
+def refresh_drift(
+    model: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    force: bool = False,
+    source: str | os.PathLike[str] | None = None,
+) -> PackageResult:
+    """Write ``model``, an already packaged model, to ``out`` with only its ``drift`` entry
+    recomputed (``vae_cats.drift.reference_statistics`` on its own training and validation
+    split, as ``package`` computes it); every other entry (weights, samplers, lineage, test
+    faces, test metrics) is written back as read. For a model packaged before the detector
+    changed.
+
+    Args:
+        model: Packaged checkpoint (with ``gmm_sampler``).
+        out: File to write (may be ``model`` itself, with ``force``); written atomically.
+        force: Replace ``out`` if it exists.
+        source: Training data; None: the one the model's lineage names.
+
+    Raises:
+        CheckpointError, InputError: A checkpoint without a mixture, a split that is not the
+            model's own (its validation faces could be ones it trained on), or a bad
+            ``out``, before anything is written.
+    """
+    out = Path(out)
+    check_out(out, force)
+    checkpoint = read_checkpoint(model)
+    net = vae_from_checkpoint(checkpoint, model)
+    if "gmm_sampler" not in checkpoint:
+        raise InputError(f"--model {model}: stores no gmm_sampler; package it first")
+    data = None if source is None else str(source)
+    data = data or data_config(checkpoint).get("source")
+    splits, manifest = image_splits(data, split_seed(checkpoint))
+    warning = split_warning(resolve_source(data).name, manifest, checkpoint.get("lineage", {}))
+    if warning:
+        raise InputError(f"{warning}; its drift statistics are not refreshed")
+    drift = reference_statistics(net, splits["train"], splits["val"], checkpoint["gmm_sampler"])
+    buffer = io.BytesIO()
+    torch.save({**checkpoint, "drift": drift}, buffer)
+    try:
+        atomic_write_bytes(out, buffer.getvalue())
+    except OSError as err:
+        raise InputError(f"--out {out}: {err.strerror or err}") from err
+    summary = (
+        f"drift statistics refreshed on {len(splits['train'])} training and "
+        f"{len(splits['val'])} validation faces of {resolve_source(data).name}; "
+        f"threshold {drift['threshold']:.3f}"
+    )
+    return PackageResult(out, summary)

@@ -4,7 +4,10 @@ seen in training or calibration) and on what is not a cat face, through the serv
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,9 +34,15 @@ def service() -> ModelService:
 
 
 @pytest.fixture(scope="module")
-def held_out() -> torch.Tensor:
-    """200 faces of the model's own test split (seed 42, as in its lineage)."""
-    return ingested_splits(str(SHARED_CATS64), 42)["test"][:200]
+def test_split() -> torch.Tensor:
+    """The model's own test split of cats64 (seed 42, as in its lineage): 836 faces."""
+    return ingested_splits(str(SHARED_CATS64), 42)["test"]
+
+
+@pytest.fixture(scope="module")
+def held_out(test_split: torch.Tensor) -> torch.Tensor:
+    """The first 200 faces of the model's own test split."""
+    return test_split[:200]
 
 
 def flagged(service: ModelService, images: torch.Tensor) -> list[bool]:
@@ -62,11 +71,14 @@ def pictures() -> list[torch.Tensor]:
 
 
 def test_held_out_faces_raise_about_the_false_alarm_rate(
-    service: ModelService, held_out: torch.Tensor
+    service: ModelService, test_split: torch.Tensor
 ) -> None:
-    rate = float(np.mean(flagged(service, held_out)))
-    print(f"false alarms on {len(held_out)} held-out faces: {rate:.1%}")
-    assert rate <= 0.03
+    """All 836 held-out faces: at most 2% false alarms (the issue's bound; the threshold flags
+    1% of the validation faces)."""
+    rate = float(np.mean(flagged(service, test_split)))
+    print(f"false alarms on {len(test_split)} held-out faces: {rate:.1%}")
+    assert len(test_split) == 836
+    assert rate <= 0.02, rate
 
 
 def test_turned_faces_noise_flat_colour_and_pictures_are_flagged(
@@ -86,9 +98,10 @@ def test_turned_faces_noise_flat_colour_and_pictures_are_flagged(
     rates = {name: float(np.mean(flagged(service, images))) for name, images in sets.items()}
     print("detection rates:", {name: f"{rate:.0%}" for name, rate in rates.items()})
     assert rates["noise"] == rates["flat colour"] == rates["not a cat"] == 1.0, rates
-    # The latent codes tell turned faces from upright ones only partly: about half are caught
-    # (the shipped model: 47% and 49%; the 4x4-grid model before it: 6 in 10).
-    assert rates["turned 90 degrees"] >= 0.4 and rates["upside down"] >= 0.4, rates
+    # The latent codes and edge layout tell turned faces from upright ones only partly: about
+    # two in three are caught (the shipped model: 66% and 68%; with its previous statistics
+    # 56% and 57%).
+    assert rates["turned 90 degrees"] >= 0.55 and rates["upside down"] >= 0.55, rates
 
 
 def test_a_photo_upload_goes_through_ingest_decoding(service: ModelService) -> None:
@@ -113,28 +126,100 @@ def test_batch_test_passes_faces_and_catches_turned_ones(
     assert same["is_drift"] is False and turned["is_drift"] is True
 
 
+def square_crops(pixels: torch.Tensor, sides: tuple[int, ...]) -> list[torch.Tensor]:
+    """uint8 crops (3, 64, 64) of a uint8 photo (3, H, W): for each side, squares on a grid of
+    up to 3 rows and 4 columns, resized as ingest resizes."""
+    crops = []
+    _, height, width = pixels.shape
+    for side in sides:
+        rows = range(0, height - side + 1, max(1, (height - side) // 2))
+        columns = range(0, width - side + 1, max(1, (width - side) // 3))
+        for top in rows:
+            for left in columns:
+                square = pixels[:, top : top + side, left : left + side]
+                crops.append(fit_size(square.contiguous(), 64, "resize"))
+    return crops
+
+
 def photo_crops() -> torch.Tensor:
     """104 uint8 crops (3, 64, 64) of scikit-learn's two sample photos (a temple, a flower):
     squares of 427 to 96 pixels on a grid, resized as ingest resizes."""
     crops = []
     for photo in load_sample_images().images:
         pixels = torch.from_numpy(np.array(photo)).permute(2, 0, 1).contiguous()
-        _, height, width = pixels.shape
-        for side in (427, 300, 200, 128, 96):
-            rows = range(0, height - side + 1, max(1, (height - side) // 2))
-            columns = range(0, width - side + 1, max(1, (width - side) // 3))
-            for top in rows:
-                for left in columns:
-                    square = pixels[:, top : top + side, left : left + side]
-                    crops.append(fit_size(square, 64, "resize"))
+        crops += square_crops(pixels, (427, 300, 200, 128, 96))
+    return torch.stack(crops)
+
+
+# The second non-cat set: real photos shipped inside scikit-image's and matplotlib's wheels
+# (not project dependencies; skimage's chelsea, a cat, and its drawn or synthetic images left
+# out). It was never looked at while the detector's scores were chosen on photo_crops.
+SECOND_SET = {
+    "colour": [
+        "skimage/data/astronaut.png",
+        "skimage/data/coffee.png",
+        "skimage/data/rocket.jpg",
+        "skimage/data/motorcycle_left.png",
+        "skimage/data/hubble_deep_field.jpg",
+        "skimage/data/retina.jpg",
+        "skimage/data/ihc.png",
+        "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+        "matplotlib/mpl-data/sample_data/Minduka_Present_Blue_Pack.png",
+    ],
+    "grey": [
+        f"skimage/data/{name}.png"
+        for name in (
+            "camera", "coins", "moon", "brick", "grass", "gravel", "cell", "clock_motion",
+            "microaneurysms", "page", "text",
+        )
+    ],
+}  # fmt: skip
+
+
+def second_set_crops(kind: str) -> torch.Tensor | None:
+    """Crops (N, 3, 64, 64) uint8 of the ``SECOND_SET`` photos of ``kind`` (sides 100%, 70%,
+    47%, 30% and 22% of each photo's shorter side; grey photos as RGB), or None when the photos
+    are not here: read from the folder ``SECOND_SET_DIR`` names (one holding ``skimage/`` and
+    ``matplotlib/``, e.g. ``pip install --no-deps --target DIR scikit-image matplotlib``: not
+    on ``sys.path``, where a matplotlib without its dependencies breaks torchmetrics' import),
+    else from the installed packages (found without importing them)."""
+    roots = {}
+    for package in ("skimage", "matplotlib"):
+        folder = os.environ.get("SECOND_SET_DIR")
+        spec = None if folder else importlib.util.find_spec(package)
+        if folder:
+            roots[package] = Path(folder)
+        elif spec is not None and spec.origin is not None:
+            roots[package] = Path(spec.origin).parent.parent
+        else:
+            return None
+    crops = []
+    for name in SECOND_SET[kind]:
+        with Image.open(roots[name.split("/")[0]] / name) as photo:
+            pixels = torch.from_numpy(np.array(photo.convert("RGB"))).permute(2, 0, 1)
+        short = min(pixels.shape[1:])
+        sides = tuple(int(short * share) for share in (1.0, 0.7, 0.47, 0.3, 0.22))
+        crops += square_crops(pixels.contiguous(), sides)
     return torch.stack(crops)
 
 
 def test_real_photos_that_are_not_cats_are_measured(service: ModelService) -> None:
-    """The miss rate on real non-cat photos, as docs/serving.md states it: 54% of the 104
-    crops flagged with the shipped model (the issue's target, 90%, is not met)."""
+    """The miss rate on real non-cat photos, as docs/serving.md states it: 92% of the 104
+    crops flagged with the shipped model (7.7% missed; the issue's target: at most 10%)."""
     crops = photo_crops()
     assert len(crops) == 104
     rate = float(np.mean(flagged(service, crops)))
     print(f"non-cat photo crops flagged: {rate:.1%} of {len(crops)}")
-    assert rate >= 0.5, rate
+    assert rate >= 0.88, rate
+
+
+@pytest.mark.parametrize("kind", ["colour", "grey"])
+def test_second_set_of_real_photos_is_measured(service: ModelService, kind: str) -> None:
+    """The second non-cat set (``SECOND_SET``), as docs/serving.md states it: colour 90%
+    flagged of 455 crops, grey 88% of 553, with the shipped model."""
+    crops = second_set_crops(kind)
+    if crops is None:
+        pytest.skip("needs scikit-image's and matplotlib's sample photos (SECOND_SET_DIR)")
+    rate = float(np.mean(flagged(service, crops)))
+    print(f"second set, {kind} photo crops flagged: {rate:.1%} of {len(crops)}")
+    assert rate >= 0.84, rate

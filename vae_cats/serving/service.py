@@ -19,7 +19,7 @@ from torch import Tensor
 from vae_cats.checkpoint import read_checkpoint, vae_from_checkpoint
 from vae_cats.data.decode import check_pixels, decode_image
 from vae_cats.data.dedupe import pixel_sha256
-from vae_cats.drift import SCORE_NAME, DriftDetector, psnr
+from vae_cats.drift import DriftDetector, psnr
 from vae_cats.fileio import PROJECT_DIR
 from vae_cats.generate import default_sampler, latent_codes
 from vae_cats.images import make_grid, to_float, to_uint8
@@ -168,7 +168,7 @@ class ModelService:
         drift = None
         if self.drift is not None:
             drift = {
-                "score": SCORE_NAME,
+                "score": self.drift.score_name,
                 "threshold": self.drift.threshold,
                 "false_alarm_rate": self.drift.false_alarm_rate,
             }
