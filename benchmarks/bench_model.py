@@ -19,6 +19,8 @@ Figures (definitions from issue 5):
   best is searched among the 32 test images nearest in pixel L2, to keep it tractable);
 - diversity: mean pairwise RMS distance between the 256 samples (pixel values in [0, 1]);
 - sharpness: variance of the 3x3 Laplacian of the gray samples over the same of test images;
+  recon_sharpness: the same of the reconstructions, the ceiling of a sampler whose samples
+  look like reconstructions (the decoder draws both);
 - img/s, data wait: training throughput and share of step time waiting for the next batch,
   from Lightning's SimpleProfiler over a short real fit with the run's own config, in the
   precision ``trainer.precision: auto`` picks on this machine (a run's stored bf16 would be
@@ -122,12 +124,17 @@ def reconstruction_figures(net: BaseVAE, test: Tensor) -> dict[str, float]:
         "psnr": float(peak_signal_noise_ratio(recon, test, data_range=1.0, dim=(1, 2, 3))),
         "active": float((kl_per_dim > 0.01).float().mean()),
         "kl": float(kl_divergence(mu, logvar).mean()),
+        "recon_sharpness": sharpness(recon, test),
     }
 
 
 def laplacian_variance(images: Tensor) -> Tensor:
     gray = kornia.color.rgb_to_grayscale(images)
     return kornia.filters.laplacian(gray, kernel_size=3).var(dim=(1, 2, 3))
+
+
+def sharpness(images: Tensor, test: Tensor) -> float:
+    return float(laplacian_variance(images).mean() / laplacian_variance(test).mean())
 
 
 @torch.no_grad()
@@ -143,7 +150,7 @@ def sample_figures(samples: Tensor, test: Tensor) -> dict[str, float]:
     return {
         "realism": statistics.fmean(best),
         "diversity": float(pair.sum() / (n * (n - 1))),
-        "sharpness": float(laplacian_variance(samples).mean() / laplacian_variance(test).mean()),
+        "sharpness": sharpness(samples, test),
     }
 
 
@@ -299,6 +306,7 @@ COLUMNS = [
     ("psnr", "{:.2f}"),
     ("active", "{:.0%}"),
     ("kl", "{:.0f}"),
+    ("recon_sharpness", "{:.3f}"),
     ("c2st_recon", "{:.3f}"),
     ("img_per_s", "{:.0f}"),
     ("data_wait", "{:.1%}"),

@@ -95,9 +95,7 @@ def _classifier() -> nn.Module:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 1))
 
 
-def _batches(
-    n: int, batch_size: int, steps: int, generator: torch.Generator
-) -> Iterator[Tensor]:
+def _batches(n: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[Tensor]:
     """``steps`` index batches of at most ``batch_size`` into ``range(n)``, in shuffled passes."""
     done = 0
     while True:
@@ -125,10 +123,10 @@ def two_sample_test(
     train the classifier (``steps`` steps of Adam, lr 1e-3, on batches of ``batch_size``
     drawn in shuffled passes over them), the rest of each are classified once. A budget in
     steps rather than passes, so small sets get as much training as large ones: 64 faces a
-    side for 8 passes (16 steps) left the classifier calling every face one class. Under the null hypothesis (same
-    distribution) the held-out count is Binomial(total, 1/2), so the accuracy is about 0.5
-    (Lopez-Paz & Oquab 2017, sec. 3). The same inputs, seed and thread count give the same
-    result; the caller's global RNG state is left as it was.
+    side for 8 passes (16 steps) left the classifier calling every face one class. Under the
+    null hypothesis (same distribution) the held-out count is Binomial(total, 1/2), so the
+    accuracy is about 0.5 (Lopez-Paz & Oquab 2017, sec. 3). The same inputs, seed and thread
+    count give the same result; the caller's global RNG state is left as it was.
 
     Args:
         a: One set of faces, float (N, 3, 64, 64) in [0, 1].
