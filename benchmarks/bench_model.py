@@ -124,7 +124,6 @@ def reconstruction_figures(net: BaseVAE, test: Tensor) -> dict[str, float]:
         "psnr": float(peak_signal_noise_ratio(recon, test, data_range=1.0, dim=(1, 2, 3))),
         "active": float((kl_per_dim > 0.01).float().mean()),
         "kl": float(kl_divergence(mu, logvar).mean()),
-        "recon_sharpness": sharpness(recon, test),
     }
 
 
@@ -275,6 +274,8 @@ def bench_run(
         "checkpoint": str(path),
         **reconstruction_figures(net, test),
     }
+    with torch.no_grad():
+        row["recon_sharpness"] = sharpness(batched(net.reconstruct, test).float(), test)
     lineage = checkpoint.get("lineage", {})
     row["same_split"] = lineage.get("data_hash") == datamodule.manifest["data_hash"]
     samplers = run_samplers(net, checkpoint, datamodule.splits["train"])

