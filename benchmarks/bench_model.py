@@ -39,8 +39,9 @@ Figures (definitions from issue 5):
   decoder, so it isolates the latent prior (lower is better, 0.5 the floor); ms/64: drawing
   64 codes and decoding them, warm, eager, median of 5.
 The two-sample tests use the first ``--two-sample-faces`` test faces (all of them when the
-split holds fewer), 200 steps, ``--two-sample-repeats`` tests a pair (seed r for test r: the
-halves, the classifier's start, the samples); the figure is their pooled accuracy, with the
+split holds fewer), classifiers of ``--two-sample-steps`` steps (default 400),
+``--two-sample-repeats`` tests a pair (seed r for test r: the halves, the classifier's start,
+the samples); the figure is their pooled accuracy, with the
 Wilson 95 % interval of the pooled counts (``<column>_ci``) and each test's accuracy
 (``<column>_runs``). With 836 faces a side one test moved by up to 0.07 between seeds, so
 differences below that are noise.
@@ -87,7 +88,7 @@ from vae_cats.samplers import (
     stored_samplers,
 )
 from vae_cats.training.lit_module import VAELitModule
-from vae_cats.two_sample import MIN_PER_SIDE, two_sample_test, wilson_interval
+from vae_cats.two_sample import DEFAULT_STEPS, MIN_PER_SIDE, two_sample_test, wilson_interval
 
 NUM_SAMPLES = 256
 NEAREST = 32
@@ -198,7 +199,11 @@ def speed_figures(
 
 
 def two_sample_figures(
-    net: BaseVAE, test: Tensor, samplers: dict[str, NormalSampler | LatentSampler], repeats: int
+    net: BaseVAE,
+    test: Tensor,
+    samplers: dict[str, NormalSampler | LatentSampler],
+    repeats: int,
+    steps: int,
 ) -> dict[str, Any]:
     """``c2st_recon`` (test faces against their reconstructions) and ``c2st_<sampler>``
     (reconstructions against as many samples): the mean held-out accuracy of ``repeats`` tests,
@@ -223,7 +228,7 @@ def two_sample_figures(
                 with torch.no_grad():
                     codes = samplers[key].sample(len(test), seed=seed)
                     other = batched(net.decode, codes).float()
-            results.append(two_sample_test(recon, other, seed=seed))
+            results.append(two_sample_test(recon, other, seed=seed, steps=steps))
         correct, total = sum(r.correct for r in results), sum(r.total for r in results)
         figures[f"c2st_{key}"] = correct / total
         figures[f"c2st_{key}_ci"] = list(wilson_interval(correct, total))
@@ -266,6 +271,7 @@ def bench_run(
     out: Path,
     two_sample_faces: int,
     two_sample_repeats: int,
+    two_sample_steps: int,
 ) -> dict[str, Any]:
     net = vae_from_checkpoint(checkpoint, path)
     test = to_float(datamodule.splits["test"])
@@ -289,7 +295,11 @@ def bench_run(
         row[f"sample_ms_{sampler_name}"] = median_ms(
             lambda s=sampler: net.decode(s.sample(64, seed=1)), repeat=5
         )
-    row.update(two_sample_figures(net, test[:two_sample_faces], samplers, two_sample_repeats))
+    row.update(
+        two_sample_figures(
+            net, test[:two_sample_faces], samplers, two_sample_repeats, two_sample_steps
+        )
+    )
     row["predict_ms"] = median_ms(lambda: net.decode(torch.randn(64, net.latent_dim)), 10)
     if "config" in lineage:
         row.update(speed_figures(lineage["config"], datamodule, out))
@@ -385,6 +395,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="two-sample tests per pair, seeds 0..N-1; the table gives their pooled accuracy",
     )
     parser.add_argument(
+        "--two-sample-steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        help="optimiser steps of each two-sample classifier (fewer: a quicker, weaker test)",
+    )
+    parser.add_argument(
         "--two-sample-faces",
         type=int,
         default=TWO_SAMPLE_FACES,
@@ -468,6 +484,10 @@ def main(argv: list[str] | None = None) -> int:
             raise BenchInputError(
                 f"--two-sample-repeats {args.two_sample_repeats}: give at least 1 test a pair"
             )
+        if args.two_sample_steps < 1:
+            raise BenchInputError(
+                f"--two-sample-steps {args.two_sample_steps}: give at least 1 step"
+            )
         if args.two_sample_faces < MIN_PER_SIDE:
             raise BenchInputError(
                 f"--two-sample-faces {args.two_sample_faces}: a two-sample test needs at "
@@ -490,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         f"test split: {test_size} distinct images of "
         f"{datamodule.source.name}; {torch.get_num_threads()} threads; {describe_hardware()}; "
         f"training speed in {resolve_precision(AUTO, 'cpu').value}; two-sample tests on "
-        f"{min(args.two_sample_faces, test_size)} faces a side"
+        f"{min(args.two_sample_faces, test_size)} faces a side, {args.two_sample_steps} steps"
     )
     for line in split_warnings(runs, datamodule.manifest["data_hash"]):
         print(line, file=sys.stderr)
@@ -506,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.out,
                 args.two_sample_faces,
                 args.two_sample_repeats,
+                args.two_sample_steps,
             )
         )
         print(markdown_row(rows[-1]), flush=True)

@@ -21,6 +21,8 @@ from torch import Tensor, nn
 # whatever the sets are, and its interval spans most of [0, 1].
 MIN_PER_SIDE = 8
 IMAGE_SHAPE = (3, 64, 64)
+# Optimiser steps of the classifier: see ``two_sample_test`` for how 400 was chosen.
+DEFAULT_STEPS = 400
 # Two-sided 95 %: the normal quantile z with P(|N(0, 1)| < z) = 0.95.
 Z_95 = 1.959963984540054
 
@@ -115,7 +117,7 @@ def _check(name: str, x: Tensor) -> None:
 
 
 def two_sample_test(
-    a: Tensor, b: Tensor, *, seed: int = 0, steps: int = 200, batch_size: int = 64
+    a: Tensor, b: Tensor, *, seed: int = 0, steps: int = DEFAULT_STEPS, batch_size: int = 64
 ) -> TwoSampleResult:
     """Train a fixed small CNN to tell ``a`` from ``b``; its accuracy on held-out halves.
 
@@ -123,7 +125,9 @@ def two_sample_test(
     train the classifier (``steps`` steps of Adam, lr 1e-3, on batches of ``batch_size``
     drawn in shuffled passes over them), the rest of each are classified once. A budget in
     steps rather than passes, so small sets get as much training as large ones: 64 faces a
-    side for 8 passes (16 steps) left the classifier calling every face one class. Under the
+    side for 8 passes (16 steps) left the classifier calling every face one class. 400 steps:
+    with 200 the shipped model's reconstructions against its N(0, I) samples (836 faces a
+    side) scored 0.65 to 0.93 over three seeds, with 400 0.95 to 0.97. Under the
     null hypothesis (same distribution) the held-out count is Binomial(total, 1/2), so the
     accuracy is about 0.5 (Lopez-Paz & Oquab 2017, sec. 3). The same inputs, seed and thread
     count give the same result; the caller's global RNG state is left as it was.

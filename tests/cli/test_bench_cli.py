@@ -46,6 +46,7 @@ def reports_state() -> dict[str, str]:
         ("unwritable_out", "--out /proc/nope: cannot write"),
         ("too_few_two_sample_faces", "--two-sample-faces 7: a two-sample test needs at least 8"),
         ("no_two_sample_repeats", "--two-sample-repeats 0: give at least 1"),
+        ("no_two_sample_steps", "--two-sample-steps 0: give at least 1 step"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(case: str, named: str, tmp_path: Path) -> None:
@@ -57,6 +58,7 @@ def test_bad_input_is_one_line_and_exit_2(case: str, named: str, tmp_path: Path)
         "unwritable_out": ["--run", shipped, "--out", "/proc/nope"],
         "too_few_two_sample_faces": ["--run", shipped, "--two-sample-faces", "7"],
         "no_two_sample_repeats": ["--run", shipped, "--two-sample-repeats", "0"],
+        "no_two_sample_steps": ["--run", shipped, "--two-sample-steps", "0"],
     }[case]
     result = run_bench(*args, cwd=tmp_path, timeout=300)
     lines = result.stderr.strip().splitlines()
@@ -89,6 +91,8 @@ def test_bench_prints_one_table_and_keeps_reports_untouched(tmp_path: Path) -> N
         "32",
         "--two-sample-repeats",
         "2",
+        "--two-sample-steps",
+        "100",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -96,7 +100,7 @@ def test_bench_prints_one_table_and_keeps_reports_untouched(tmp_path: Path) -> N
     table, samplers = lines[:3], lines[3:]
     assert table[0].startswith("| run | ssim |") and table[1].startswith("|---|")
     assert "| c2st_recon |" in table[0]
-    assert "two-sample tests on 32 faces a side" in result.stdout
+    assert "two-sample tests on 32 faces a side, 100 steps" in result.stdout
     assert table[2].startswith("| shipped |")
     assert sum(line.startswith("| run |") for line in table) == 1
     # The sampler table: one line per sampler, the stored mixture and the fitted ones.
