@@ -11,7 +11,11 @@ and ``--test-faces`` faces of the model's own test split, which predict reconstr
 default. The test faces are stored only when the split's data hash is the one in the model's
 lineage, so they are faces the model did not train on. Writes atomically; an existing ``--out``
 is replaced only with ``--force``. Every option is checked before any work.
-The work is ``vae_cats.packager.package``: this module parses, calls, prints.
+``--refresh-drift`` instead recomputes only the drift statistics of an already packaged
+``--model`` (on its own split; every other entry written back as read): for a model packaged
+before the drift detector changed.
+The work is ``vae_cats.packager.package`` (``refresh_drift``): this module parses, calls,
+prints.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from pathlib import Path
 
 from vae_cats.cli import DefaultsHelpFormatter, bounded_int, run_command
 from vae_cats.generate import DEFAULT_COMPONENTS
-from vae_cats.packager import DEFAULT_SAMPLER, DEFAULT_TEST_FACES, MAX_TEST_FACES, package
+from vae_cats.packager import (
+    DEFAULT_SAMPLER,
+    DEFAULT_TEST_FACES,
+    MAX_TEST_FACES,
+    package,
+    refresh_drift,
+)
 from vae_cats.samplers import LEARNED_SAMPLERS
 
 
@@ -58,6 +68,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_TEST_FACES,
         help="faces of the model's own test split to store for predict's reconstructions",
     )
+    parser.add_argument(
+        "--refresh-drift",
+        action="store_true",
+        help="only recompute the drift statistics of an already packaged --model on its own "
+        "split; every other entry is written back as read (the sampler options are ignored)",
+    )
     return parser.parse_args(argv)
 
 
@@ -66,15 +82,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def call() -> int:
-        result = package(
-            args.model,
-            args.out,
-            args.force,
-            args.source,
-            args.components,
-            args.test_faces,
-            args.default_sampler,
-        )
+        if args.refresh_drift:
+            result = refresh_drift(args.model, args.out, args.force, args.source)
+        else:
+            result = package(
+                args.model,
+                args.out,
+                args.force,
+                args.source,
+                args.components,
+                args.test_faces,
+                args.default_sampler,
+            )
         for warning in result.warnings:
             print(f"package_model: warning: {warning}", file=sys.stderr)
         size_mb = result.out.stat().st_size / 1e6

@@ -180,3 +180,17 @@ def test_package_stores_own_test_faces_and_predict_reconstructs_them(
     grid = read_image(str(out / "reconstructions.png"))
     for i in range(8):
         assert torch.equal(grid[:, 2:66, 2 + 66 * i : 66 + 66 * i], faces[i])
+
+
+def test_refresh_drift_refuses_a_split_that_is_not_the_models_own(tmp_path: Path) -> None:
+    """The shipped model's validation faces are cats64's: the bundled sample's split could
+    hold faces it trained on, so its drift statistics are not refreshed on it."""
+    out = tmp_path / "refreshed.ckpt"
+    result = run_package(
+        "--model", str(SHIPPED_MODEL), "--out", str(out), "--refresh-drift", "--source", "bundled"
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("package_model: error:")
+    assert "drift statistics are not refreshed" in lines[0]
+    assert not out.exists()
