@@ -26,7 +26,13 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.helpers import assert_one_line, bundled_members, declared_png, schemathesis_calls
+from tests.helpers import (
+    assert_one_line,
+    bundled_members,
+    declared_png,
+    image_bytes,
+    schemathesis_calls,
+)
 from vae_cats.checkpoint import read_checkpoint, vae_from_checkpoint
 from vae_cats.data.decode import decode_image
 from vae_cats.fileio import ASSETS_DIR
@@ -60,12 +66,6 @@ def client(url: str) -> Iterator[httpx.Client]:
 
 def pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-
-
-def png_of(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def face() -> bytes:
@@ -212,7 +212,7 @@ def test_upload_modes_are_converted_as_ingest_converts_them(
         image = Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257)
     else:
         image = rgb.convert(mode)
-    raw = png_of(image)
+    raw = image_bytes(image)
     body = client.post("/reconstruct", files={"file": ("x.png", raw)}).json()
     original = pixels(base64.b64decode(body["original"]))
     assert np.array_equal(original, decode_image(raw).permute(1, 2, 0).numpy())
@@ -220,7 +220,7 @@ def test_upload_modes_are_converted_as_ingest_converts_them(
 
 def test_bad_uploads_are_one_line_4xx(client: httpx.Client) -> None:
     jpeg = face()
-    bomb = png_of(Image.new("1", (20000, 20000)))
+    bomb = image_bytes(Image.new("1", (20000, 20000)))
     assert len(bomb) < 100_000
     cases = {
         "empty": (b"", 400, "empty"),
@@ -358,7 +358,7 @@ def test_batch_drift_and_metrics(client: httpx.Client) -> None:
     same = client.post("/drift", files=files).json()
     assert same["n"] == 40 and same["alpha"] == 0.05
     turned = [
-        ("files", (f"{i}.png", png_of(Image.open(io.BytesIO(raw)).rotate(90))))
+        ("files", (f"{i}.png", image_bytes(Image.open(io.BytesIO(raw)).rotate(90))))
         for i, raw in enumerate(faces)
     ]
     shifted = client.post("/drift", files=turned).json()
