@@ -99,6 +99,8 @@ TWO_SAMPLE_FACES = 256
 # Tests per pair, each with its own seed: with 836 faces a side one test's accuracy moved by
 # up to 0.07 between seeds, as much as the samplers differ.
 TWO_SAMPLE_REPEATS = 3
+# About an hour a test on 2 cores: more is a typo, not a budget.
+MAX_TWO_SAMPLE_STEPS = 100_000
 REPORTS_DIR = PROJECT_DIR / "reports"
 
 
@@ -484,9 +486,10 @@ def main(argv: list[str] | None = None) -> int:
             raise BenchInputError(
                 f"--two-sample-repeats {args.two_sample_repeats}: give at least 1 test a pair"
             )
-        if args.two_sample_steps < 1:
+        if not 1 <= args.two_sample_steps <= MAX_TWO_SAMPLE_STEPS:
             raise BenchInputError(
-                f"--two-sample-steps {args.two_sample_steps}: give at least 1 step"
+                f"--two-sample-steps {args.two_sample_steps}: give 1 to "
+                f"{MAX_TWO_SAMPLE_STEPS} steps"
             )
         if args.two_sample_faces < MIN_PER_SIDE:
             raise BenchInputError(

@@ -46,7 +46,8 @@ def reports_state() -> dict[str, str]:
         ("unwritable_out", "--out /proc/nope: cannot write"),
         ("too_few_two_sample_faces", "--two-sample-faces 7: a two-sample test needs at least 8"),
         ("no_two_sample_repeats", "--two-sample-repeats 0: give at least 1"),
-        ("no_two_sample_steps", "--two-sample-steps 0: give at least 1 step"),
+        ("no_two_sample_steps", "--two-sample-steps 0: give 1 to 100000 steps"),
+        ("endless_two_sample_steps", f"--two-sample-steps {10**20}: give 1 to 100000 steps"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(case: str, named: str, tmp_path: Path) -> None:
@@ -59,6 +60,7 @@ def test_bad_input_is_one_line_and_exit_2(case: str, named: str, tmp_path: Path)
         "too_few_two_sample_faces": ["--run", shipped, "--two-sample-faces", "7"],
         "no_two_sample_repeats": ["--run", shipped, "--two-sample-repeats", "0"],
         "no_two_sample_steps": ["--run", shipped, "--two-sample-steps", "0"],
+        "endless_two_sample_steps": ["--run", shipped, "--two-sample-steps", str(10**20)],
     }[case]
     result = run_bench(*args, cwd=tmp_path, timeout=300)
     lines = result.stderr.strip().splitlines()

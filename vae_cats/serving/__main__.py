@@ -44,17 +44,28 @@ MAX_WORKERS = 64
 KEEP_ALIVE_S = 65
 
 
-def tcp_listener(config: uvicorn.Config) -> socket.socket:
-    """The listening socket uvicorn binds for its workers, with its protocol read back from
-    the kernel (``IPPROTO_TCP``).
+def tcp_listener(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``:``port`` for uvicorn's workers, created with protocol
+    ``IPPROTO_TCP``.
 
-    uvicorn (0.54) creates it with protocol 0; accepted connections inherit that, and asyncio
-    turns on ``TCP_NODELAY`` only for sockets that say ``IPPROTO_TCP``, so with several
-    workers Nagle's algorithm held every keep-alive response until the client's delayed ACK:
-    /healthz took 42 ms instead of 1.4 ms with 2 workers (Kludex/uvicorn#3149, open). Wrapping
-    the file descriptor anew makes Python ask the kernel for the family, type and protocol.
+    uvicorn (0.54) binds the workers' socket itself with protocol 0; accepted connections
+    inherit that, and asyncio turns on ``TCP_NODELAY`` only for sockets that say
+    ``IPPROTO_TCP``, so Nagle's algorithm held every keep-alive response until the client's
+    delayed ACK: /healthz took 42 ms instead of 1.3 ms with 2 workers (Kludex/uvicorn#3149).
+
+    Raises:
+        OSError: One line naming the address when it cannot be bound (in use, not local).
     """
-    return socket.socket(fileno=config.bind_socket().detach())
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -175,7 +186,12 @@ def main(argv: list[str] | None = None) -> int:
             config = uvicorn.Config(
                 FACTORY, factory=True, workers=args.workers, log_level="info", **options
             )
-            Multiprocess(config, sockets=[tcp_listener(config)]).run()
+            listener = tcp_listener(args.host, args.port)
+            print(f"serving on http://{args.host}:{args.port} with {args.workers} workers")
+            Multiprocess(config, sockets=[listener]).run()
+    except OSError as err:
+        print(f"serving: error: {err}", file=sys.stderr)
+        return 2
     finally:
         if created:
             shutil.rmtree(folder, ignore_errors=True)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import socket
 
-import uvicorn
+import pytest
 
-from vae_cats.serving.__main__ import FACTORY, tcp_listener
+from vae_cats.serving.__main__ import tcp_listener
 
 
 async def nodelay_of_accepted(listener: socket.socket) -> int:
@@ -33,6 +33,15 @@ async def nodelay_of_accepted(listener: socket.socket) -> int:
 
 
 def test_connections_on_the_worker_listener_get_tcp_nodelay() -> None:
-    listener = tcp_listener(uvicorn.Config(FACTORY, factory=True, host="127.0.0.1", port=0))
+    listener = tcp_listener("127.0.0.1", 0)
     assert listener.proto == socket.IPPROTO_TCP and listener.family == socket.AF_INET
     assert asyncio.run(nodelay_of_accepted(listener)) != 0
+
+
+def test_a_busy_port_is_one_line_naming_the_address() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"^cannot listen on 127.0.0.1:{port}: Address already"):
+            tcp_listener("127.0.0.1", port)
