@@ -203,6 +203,7 @@ def speed_figures(
 def two_sample_figures(
     net: BaseVAE,
     test: Tensor,
+    recon: Tensor,
     samplers: dict[str, NormalSampler | LatentSampler],
     repeats: int,
     steps: int,
@@ -213,13 +214,11 @@ def two_sample_figures(
     ``<key>_runs`` (each test's accuracy) and ``<key>_ci`` (the Wilson 95 % interval of the
     pooled counts; the runs share the real faces, so it is narrower than independent faces
     would give: compare the runs' spread). ``None`` each when ``test`` (float (N, 3, 64, 64)
-    in [0, 1]) is too small."""
+    in [0, 1]; ``recon`` their reconstructions, the same shape) is too small."""
     keys = ["recon", *samplers]
     tails = ("", "_ci", "_runs")
     if len(test) < MIN_PER_SIDE:
         return {f"c2st_{key}{tail}": None for key in keys for tail in tails}
-    with torch.no_grad():
-        recon = batched(net.reconstruct, test).float()
     figures: dict[str, Any] = {}
     for key in keys:
         results = []
@@ -283,7 +282,8 @@ def bench_run(
         **reconstruction_figures(net, test),
     }
     with torch.no_grad():
-        row["recon_sharpness"] = sharpness(batched(net.reconstruct, test).float(), test)
+        recon = batched(net.reconstruct, test).float()
+    row["recon_sharpness"] = sharpness(recon, test)
     lineage = checkpoint.get("lineage", {})
     row["same_split"] = lineage.get("data_hash") == datamodule.manifest["data_hash"]
     samplers = run_samplers(net, checkpoint, datamodule.splits["train"])
@@ -299,7 +299,12 @@ def bench_run(
         )
     row.update(
         two_sample_figures(
-            net, test[:two_sample_faces], samplers, two_sample_repeats, two_sample_steps
+            net,
+            test[:two_sample_faces],
+            recon[:two_sample_faces],
+            samplers,
+            two_sample_repeats,
+            two_sample_steps,
         )
     )
     row["predict_ms"] = median_ms(lambda: net.decode(torch.randn(64, net.latent_dim)), 10)

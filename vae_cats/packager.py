@@ -189,8 +189,7 @@ def package(
     checkpoint = read_checkpoint(model)
     net = vae_from_checkpoint(checkpoint, model)
     lineage = checkpoint.get("lineage", {})
-    data = None if source is None else str(source)
-    data = data or data_config(checkpoint).get("source")
+    data = training_source(checkpoint, source)
     seed = split_seed(checkpoint)
     splits, manifest = image_splits(data, seed)
     mu = encode_means(net, splits["train"])
@@ -200,7 +199,7 @@ def package(
     test = splits["test"]
     extras, face_warning = own_test_faces(test, manifest, lineage, data, seed, test_faces)
     kept = own_split_extras(checkpoint) if face_warning else {}
-    if kept and face_warning:
+    if kept and face_warning:  # face_warning: narrows the type for mypy
         # An already packaged model on a split that is not its own (one made before the split
         # changed): what describes its own split stays, and the test faces, test metrics and
         # drift statistics of this split, which holds faces it trained on, are not stored.
@@ -219,12 +218,7 @@ def package(
         latent_pca=latent_pca(mu).leading(STORED_COMPONENTS).state_dict(),
         **extras,
     )
-    buffer = io.BytesIO()
-    torch.save(slim, buffer)
-    try:
-        atomic_write_bytes(out, buffer.getvalue())
-    except OSError as err:
-        raise InputError(f"--out {out}: {err.strerror or err}") from err
+    write_checkpoint(out, slim)
     stored = len(extras.get("test_faces", ()))
     faces = (
         f"its own {stored} test faces kept"
@@ -238,6 +232,29 @@ def package(
     )
     warnings = [w for w in (face_warning, drift_warning) if w]
     return PackageResult(out, summary, warnings)
+
+
+def training_source(
+    checkpoint: dict[str, Any], source: str | os.PathLike[str] | None
+) -> str | None:
+    """``source`` as given (when not empty), else the data source the checkpoint's config
+    names (None: none)."""
+    given = None if source is None else str(source)
+    return given or data_config(checkpoint).get("source")
+
+
+def write_checkpoint(out: Path, checkpoint: dict[str, Any]) -> None:
+    """``torch.save`` ``checkpoint`` to ``out`` atomically.
+
+    Raises:
+        InputError: Naming ``--out`` when it cannot be written.
+    """
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    try:
+        atomic_write_bytes(out, buffer.getvalue())
+    except OSError as err:
+        raise InputError(f"--out {out}: {err.strerror or err}") from err
 
 
 def refresh_drift(
@@ -269,19 +286,13 @@ def refresh_drift(
     net = vae_from_checkpoint(checkpoint, model)
     if "gmm_sampler" not in checkpoint:
         raise InputError(f"--model {model}: stores no gmm_sampler; package it first")
-    data = None if source is None else str(source)
-    data = data or data_config(checkpoint).get("source")
+    data = training_source(checkpoint, source)
     splits, manifest = image_splits(data, split_seed(checkpoint))
     warning = split_warning(resolve_source(data).name, manifest, checkpoint.get("lineage", {}))
     if warning:
         raise InputError(f"{warning}; its drift statistics are not refreshed")
     drift = reference_statistics(net, splits["train"], splits["val"], checkpoint["gmm_sampler"])
-    buffer = io.BytesIO()
-    torch.save({**checkpoint, "drift": drift}, buffer)
-    try:
-        atomic_write_bytes(out, buffer.getvalue())
-    except OSError as err:
-        raise InputError(f"--out {out}: {err.strerror or err}") from err
+    write_checkpoint(out, {**checkpoint, "drift": drift})
     summary = (
         f"drift statistics refreshed on {len(splits['train'])} training and "
         f"{len(splits['val'])} validation faces of {resolve_source(data).name}; "
