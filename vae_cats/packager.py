@@ -277,8 +277,8 @@ def refresh_drift(
 
     Raises:
         CheckpointError, InputError: A checkpoint without a mixture, a split that is not the
-            model's own (its validation faces could be ones it trained on), or a bad
-            ``out``, before anything is written.
+            model's own (its validation faces could be ones it trained on), too few faces
+            for the statistics, or a bad ``out``, before anything is written.
     """
     out = Path(out)
     check_out(out, force)
@@ -291,7 +291,12 @@ def refresh_drift(
     warning = split_warning(resolve_source(data).name, manifest, checkpoint.get("lineage", {}))
     if warning:
         raise InputError(f"{warning}; its drift statistics are not refreshed")
-    drift = reference_statistics(net, splits["train"], splits["val"], checkpoint["gmm_sampler"])
+    try:
+        drift = reference_statistics(
+            net, splits["train"], splits["val"], checkpoint["gmm_sampler"]
+        )
+    except ValueError as err:  # too few faces: one line, as package's warning says it
+        raise InputError(f"{data}: {err}; its drift statistics are not refreshed") from None
     write_checkpoint(out, {**checkpoint, "drift": drift})
     summary = (
         f"drift statistics refreshed on {len(splits['train'])} training and "
