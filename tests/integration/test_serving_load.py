@@ -18,7 +18,7 @@ import pytest
 from benchmarks.bench_serve import HealthzProbe, Load, closed_loop, open_loop, scenario_request
 from tests.helpers import PROJECT_DIR, bundled_members, run_script
 from vae_cats.fileio import ASSETS_DIR
-from vae_cats.serving.launch import running_server
+from vae_cats.serving.launch import free_port, running_server
 from vae_cats.serving.schemas import MAX_DRIFT_FILES
 
 SHIPPED = ASSETS_DIR / "cats_vae.ckpt"
@@ -130,6 +130,31 @@ def test_bench_serve_rows_carry_the_healthz_probe() -> None:
         p99, peak = float(row["healthz p99 ms"]), float(row["healthz max ms"])
         assert 0 < p99 <= peak < 120_000, row  # answered, within the client's timeout
         assert row["restarts"] == "0" and float(row["peak RSS MB"]) > 100, row
+
+
+@pytest.mark.slow
+def test_bench_serve_measures_a_server_started_elsewhere() -> None:
+    """``--url``: the server already running there is measured (not one started per
+    setting); its rows name no backend, workers or batching, nor restarts and memory."""
+    with running_server(SHIPPED, "onnx") as (url, _):
+        result = run_script(
+            BENCH_SERVE, "--url", f"{url}/", "--duration", "1", "--repeat", "1",
+            "--scenarios", "generate16", "--modes", "closed", "--clients", "2",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"server: {url} (started elsewhere)" in result.stdout
+    (row,) = table_rows(result.stdout)
+    assert [row[key] for key in ("backend", "workers", "batching", "restarts")] == ["-"] * 4
+    assert int(row["answered"]) == int(row["sent"]) > 0 and row["failed"] == "0", row
+    assert float(row["img/s"]) > 0 and row["peak RSS MB"] == "-", row
+
+
+def test_bench_serve_refuses_a_url_where_nothing_answers() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run_script(BENCH_SERVE, "--url", url)
+    assert result.returncode == 2 and result.stdout == ""
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"error: --url {url}: /healthz did not answer" in last, result.stderr
 
 
 def test_bench_serve_refuses_a_healthz_rate_of_zero() -> None:

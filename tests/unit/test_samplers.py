@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -41,6 +42,20 @@ def test_gmm_sampler_round_trips_through_a_state_dict() -> None:
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     rebuilt = GaussianMixtureSampler.from_state_dict(state)
     assert torch.equal(sampler.sample(16, seed=4), rebuilt.sample(16, seed=4))
+
+
+@pytest.mark.parametrize("num_samples", [1, 2, 64])
+def test_gmm_sampler_draws_what_scikit_learn_draws(num_samples: int) -> None:
+    # One code (most components drawn 0 times) to many: the codes are GaussianMixture.sample's
+    # with the same seed, bit for bit, in the sampler's shuffled order.
+    mu = torch.randn(300, 6, generator=torch.Generator().manual_seed(2))
+    sampler = GaussianMixtureSampler(n_components=4).fit(mu)
+    for seed in range(5):
+        sampler.mixture.random_state = seed
+        expected, _ = sampler.mixture.sample(num_samples)
+        order = np.random.default_rng(seed).permutation(num_samples)
+        drawn = sampler.sample(num_samples, seed)
+        assert torch.equal(drawn, torch.from_numpy(expected[order]).float())
 
 
 def test_gmm_sampler_before_fit_raises() -> None:
