@@ -29,8 +29,9 @@ Each row: the mode, requests sent, answered (200), failed (other status or trans
 error), answered requests/s and images/s, latency p50/p95/p99/max in ms over **all** sent
 requests (a failed one counts with its time to failure), the ``/healthz`` probe's p99 and max
 in ms and its failed probes out of those sent (``failed/sent``; a probe fails on any status
-but 200 or a transport error), restarts (the server process gone) and the server's peak
-resident memory (``VmHWM``, one worker only). Before that, the raw ONNX
+but 200 or a transport error), the CPU time per answered request of the server (all its
+workers) and of this client (the load and the probe), restarts (the server process gone) and
+the server's peak resident memory (``VmHWM``, one worker only). Before that, the raw ONNX
 decoder in-process at batch 1, 16 and 64 (median of ``--repeat`` runs): the ceiling of
 ``/generate``. The client runs on the same machine as the server and takes CPU from it: aiohttp
 (C-accelerated HTTP) takes about 0.4 ms of CPU per request where httpx took 2 ms, which the
@@ -59,6 +60,7 @@ from pathlib import Path
 from types import TracebackType
 
 import aiohttp
+import psutil
 import torch
 
 from vae_cats.checkpoint import read_checkpoint, vae_from_checkpoint
@@ -271,6 +273,37 @@ def run_mode(mode: str, url: str, scenario: str, args: argparse.Namespace, face:
     return asyncio.run(open_loop(url, args.rates[scenario], args.duration, request))
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds used so far by process ``pid`` and its live children (a
+    server's workers); NaN for None or a process gone."""
+    if pid is None:
+        return float("nan")
+    try:
+        server = psutil.Process(pid)
+        times = [process.cpu_times() for process in (server, *server.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return float("nan")
+    return sum(time.user + time.system for time in times)
+
+
+def measure_row(
+    url: str, pid: int | None, scenario: str, mode: str, args: argparse.Namespace, face: bytes
+) -> list[str]:
+    """The cells of one row from ``scenario`` in ``mode`` to the CPU columns, the /healthz
+    probe running beside it, on the server at ``url`` (``pid`` None: started elsewhere, so no
+    server CPU)."""
+    server_start, client_start = cpu_seconds(pid), time.process_time()
+    with HealthzProbe(url, args.healthz_rate) as probe:
+        load = run_mode(mode, url, scenario, args, face)
+    answered = max(load.answered, 1)
+    server_ms = (cpu_seconds(pid) - server_start) * 1000 / answered
+    client_ms = (time.process_time() - client_start) * 1000 / answered
+    cpu = [f"{server_ms:.1f}" if pid is not None else "-", f"{client_ms:.1f}"]
+    for status in sorted(load.statuses | probe.load.statuses):
+        print(f"  failed: {status}", file=sys.stderr)
+    return [scenario, *load.cells(), *probe.load.probe_cells(), *cpu]
+
+
 def peak_rss_mb(pid: int) -> float:
     """``VmHWM`` of process ``pid`` in MB; NaN once it is gone."""
     try:
@@ -416,31 +449,21 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "backend", "workers", "batching", "scenario", "mode", "sent", "answered", "failed",
         "req/s", "img/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "healthz p99 ms",
-        "healthz max ms", "healthz failed", "restarts", "peak RSS MB",
+        "healthz max ms", "healthz failed", "server CPU ms/req", "client CPU ms/req",
+        "restarts", "peak RSS MB",
     ]  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|---" * len(header) + "|")
     for backend, count, batching in settings:
         with server_for(args, backend, count, batching) as (url, pid):
             for scenario, mode in itertools.product(scenarios, modes):
-                with HealthzProbe(url, args.healthz_rate) as probe:
-                    load = run_mode(mode, url, scenario, args, face)
-                # Only a server started here has a known pid (one worker: its own memory).
+                cells = measure_row(url, pid, scenario, mode, args, face)
+                # A server started here: whether it died, and one worker's own memory (the
+                # supervisor of several holds no model).
                 restarts = "-" if pid is None else str(int(not Path(f"/proc/{pid}").exists()))
                 rss = f"{peak_rss_mb(pid):.0f}" if pid is not None and count == "1" else "-"
-                cells = [
-                    backend,
-                    count,
-                    batching,
-                    scenario,
-                    *load.cells(),
-                    *probe.load.probe_cells(),
-                    restarts,
-                    rss,
-                ]
-                print("| " + " | ".join(cells) + " |", flush=True)
-                for status in sorted(load.statuses | probe.load.statuses):
-                    print(f"  failed: {status}", file=sys.stderr)
+                row = [backend, count, batching, *cells, restarts, rss]
+                print("| " + " | ".join(row) + " |", flush=True)
     print(f"\nafter: {uptime()}")
     return 0
 
