@@ -30,7 +30,10 @@ error), answered requests/s and images/s, latency p50/p95/p99/max in ms over **a
 requests (a failed one counts with its time to failure), the ``/healthz`` probe's p99 and max
 in ms and its failed probes out of those sent (``failed/sent``; a probe fails on any status
 but 200 or a transport error), the CPU time per answered request of the server (all its
-workers) and of this client (the load and the probe), restarts (the server process gone) and
+workers) and of this client (the load and the probe), the open connections per worker halfway
+through the row (workers share one listening socket: the kernel splits the clients' keep-alive
+connections between them, often unevenly, and a worker of one thread cannot use the core its
+idle sibling leaves), restarts (the server process gone) and
 the server's peak resident memory (``VmHWM``, one worker only). Before that, the raw ONNX
 decoder in-process at batch 1, 16 and 64 (median of ``--repeat`` runs): the ceiling of
 ``/generate``. The client runs on the same machine as the server and takes CPU from it: aiohttp
@@ -52,6 +55,7 @@ import sys
 import tarfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -293,15 +297,38 @@ def measure_row(
     probe running beside it, on the server at ``url`` (``pid`` None: started elsewhere, so no
     server CPU)."""
     server_start, client_start = cpu_seconds(pid), time.process_time()
+    split: list[str] = ["-"]
+    midway = threading.Timer(args.duration / 2, lambda: split.append(connections(pid, url)))
     with HealthzProbe(url, args.healthz_rate) as probe:
+        midway.start()
         load = run_mode(mode, url, scenario, args, face)
+    midway.cancel()
     answered = max(load.answered, 1)
     server_ms = (cpu_seconds(pid) - server_start) * 1000 / answered
     client_ms = (time.process_time() - client_start) * 1000 / answered
     cpu = [f"{server_ms:.1f}" if pid is not None else "-", f"{client_ms:.1f}"]
     for status in sorted(load.statuses | probe.load.statuses):
         print(f"  failed: {status}", file=sys.stderr)
-    return [scenario, *load.cells(), *probe.load.probe_cells(), *cpu]
+    return [scenario, *load.cells(), *probe.load.probe_cells(), *cpu, split[-1]]
+
+
+def connections(pid: int | None, url: str) -> str:
+    """Open connections to ``url``'s port per worker of server ``pid``, most first (``9/8``),
+    the probe's included; ``-`` for a server started elsewhere. Workers share one listening
+    socket, so the kernel, not a balancer, splits the clients' keep-alive connections."""
+    if pid is None:
+        return "-"
+    port = urllib.parse.urlsplit(url).port
+    server = psutil.Process(pid)
+    workers = server.children(recursive=True) or [server]
+    counts = [
+        sum(
+            c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+            for c in worker.net_connections("tcp")
+        )
+        for worker in workers
+    ]
+    return "/".join(str(count) for count in sorted(counts, reverse=True))
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -450,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         "backend", "workers", "batching", "scenario", "mode", "sent", "answered", "failed",
         "req/s", "img/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "healthz p99 ms",
         "healthz max ms", "healthz failed", "server CPU ms/req", "client CPU ms/req",
-        "restarts", "peak RSS MB",
+        "connections per worker", "restarts", "peak RSS MB",
     ]  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|---" * len(header) + "|")

@@ -133,6 +133,8 @@ def test_bench_serve_rows_carry_the_healthz_probe() -> None:
         # Decoding alone takes about 3 ms of CPU per image here; a client request far less.
         assert 1 < float(row["server CPU ms/req"]) < 1000, row
         assert 0 < float(row["client CPU ms/req"]) < float(row["server CPU ms/req"]), row
+        # One worker holds every connection: the 4 clients' (closed loop) and the probe's.
+        assert int(row["connections per worker"]) >= 1, row
 
 
 @pytest.mark.slow
@@ -148,6 +150,7 @@ def test_bench_serve_measures_a_server_started_elsewhere() -> None:
     assert f"server: {url} (started elsewhere)" in result.stdout
     (row,) = table_rows(result.stdout)
     unknown = ("backend", "workers", "batching", "restarts", "server CPU ms/req")
+    unknown += ("connections per worker",)
     assert [row[key] for key in unknown] == ["-"] * len(unknown), row
     assert int(row["answered"]) == int(row["sent"]) > 0 and row["failed"] == "0", row
     assert float(row["img/s"]) > 0 and row["peak RSS MB"] == "-", row
