@@ -320,14 +320,11 @@ def connections(pid: int | None, url: str) -> str:
         return "-"
     port = urllib.parse.urlsplit(url).port
     server = psutil.Process(pid)
-    workers = server.children(recursive=True) or [server]
-    counts = [
-        sum(
-            c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
-            for c in worker.net_connections("tcp")
-        )
-        for worker in workers
-    ]
+    counts = []
+    for process in server.children(recursive=True) or [server]:
+        ours = [c for c in process.net_connections("tcp") if c.laddr.port == port]
+        if any(c.status == psutil.CONN_LISTEN for c in ours):  # a worker, not a helper process
+            counts.append(sum(c.status == psutil.CONN_ESTABLISHED for c in ours))
     return "/".join(str(count) for count in sorted(counts, reverse=True))
 
 
