@@ -287,7 +287,7 @@ def cpu_seconds(pid: int | None) -> float:
         times = [process.cpu_times() for process in (server, *server.children(recursive=True))]
     except psutil.NoSuchProcess:
         return float("nan")
-    return sum(time.user + time.system for time in times)
+    return sum(spent.user + spent.system for spent in times)
 
 
 def measure_row(
@@ -314,17 +314,20 @@ def measure_row(
 
 def connections(pid: int | None, url: str) -> str:
     """Open connections to ``url``'s port per worker of server ``pid``, most first (``9/8``),
-    the probe's included; ``-`` for a server started elsewhere. Workers share one listening
+    the probe's included; ``-`` for a server started elsewhere or gone. Workers share one listening
     socket, so the kernel, not a balancer, splits the clients' keep-alive connections."""
     if pid is None:
         return "-"
     port = urllib.parse.urlsplit(url).port
-    server = psutil.Process(pid)
     counts = []
-    for process in server.children(recursive=True) or [server]:
-        ours = [c for c in process.net_connections("tcp") if c.laddr.port == port]
-        if any(c.status == psutil.CONN_LISTEN for c in ours):  # a worker, not a helper process
-            counts.append(sum(c.status == psutil.CONN_ESTABLISHED for c in ours))
+    try:
+        server = psutil.Process(pid)
+        for process in server.children(recursive=True) or [server]:
+            ours = [c for c in process.net_connections("tcp") if c.laddr.port == port]
+            if any(c.status == psutil.CONN_LISTEN for c in ours):  # a worker, not a helper
+                counts.append(sum(c.status == psutil.CONN_ESTABLISHED for c in ours))
+    except psutil.NoSuchProcess:  # the server (or a worker) died: the restarts column says so
+        return "-"
     return "/".join(str(count) for count in sorted(counts, reverse=True))
 
 
