@@ -273,13 +273,13 @@ def wandb_history(run: Path) -> list[dict[str, Any]]:
     ]
 
 
-def run_script(script: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    """Run a Python script of the project as a real subprocess from the project folder,
-    stdout and stderr captured as text."""
+def run_script(
+    script: Path, *args: str, timeout: int = 300, cwd: Path = PROJECT_DIR
+) -> subprocess.CompletedProcess[str]:
+    """Run a Python script of the project as a real subprocess from ``cwd`` (default the
+    project folder), stdout and stderr captured as text."""
     command = [sys.executable, str(script), *args]
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, cwd=PROJECT_DIR
-    )
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def run_predict(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:

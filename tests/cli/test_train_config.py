@@ -4,23 +4,16 @@ naming the key and exit code 2, before any data is read or any step is taken."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import FAST_TRAIN_OVERRIDES, PROJECT_DIR, TRAIN_SCRIPT, refusal
+from tests.helpers import FAST_TRAIN_OVERRIDES, TRAIN_SCRIPT, refusal, run_script
 
 
 def train_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """``train_model.py`` with ``args`` exactly as given (a later override wins)."""
-    return subprocess.run(
-        [sys.executable, str(TRAIN_SCRIPT), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=PROJECT_DIR,
-    )
+    return run_script(TRAIN_SCRIPT, *args, timeout=600)
 
 
 @pytest.fixture
