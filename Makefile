@@ -48,8 +48,8 @@ test-latest:  ## fast tests against the newest releases of the direct deps (in .
 	$(PYTHON) scripts/test_latest.py --venv .venv-latest --pytest-args '$(LATEST_PYTEST_ARGS)'
 
 lint: $(STAMP)
-	$(BIN)/ruff check vae_cats tests hydra_plugins
-	$(BIN)/ruff format --check vae_cats tests hydra_plugins
+	$(BIN)/ruff check vae_cats tests hydra_plugins benchmarks scripts
+	$(BIN)/ruff format --check vae_cats tests hydra_plugins benchmarks scripts
 	$(BIN)/mypy vae_cats hydra_plugins
 	$(BIN)/actionlint
 
