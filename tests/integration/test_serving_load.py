@@ -149,8 +149,10 @@ def test_bench_serve_measures_a_server_started_elsewhere() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"server: {url} (started elsewhere)" in result.stdout
     (row,) = table_rows(result.stdout)
-    unknown = ("backend", "workers", "batching", "restarts", "server CPU ms/req")
-    unknown += ("connections per worker",)
+    unknown = (
+        "backend", "workers", "batching", "restarts", "server CPU ms/req",
+        "connections per worker",
+    )  # fmt: skip
     assert [row[key] for key in unknown] == ["-"] * len(unknown), row
     assert int(row["answered"]) == int(row["sent"]) > 0 and row["failed"] == "0", row
     assert float(row["img/s"]) > 0 and row["peak RSS MB"] == "-", row

@@ -45,8 +45,8 @@ KEEP_ALIVE_S = 65
 
 
 def tcp_listener(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host``:``port`` for uvicorn's workers, created with protocol
-    ``IPPROTO_TCP``.
+    """A TCP socket bound to ``host``:``port``, created with protocol ``IPPROTO_TCP``, for
+    uvicorn's workers to listen on.
 
     uvicorn (0.54) binds the workers' socket itself with protocol 0; accepted connections
     inherit that, and asyncio turns on ``TCP_NODELAY`` only for sockets that say
